@@ -1,0 +1,204 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/knctl/knctl/framework"
+	"github.com/knctl/knctl/sdk"
+)
+
+// errUsage marks errors in how knctl was called (flags, config).
+var errUsage = errors.New("usage")
+
+func usageErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
+}
+
+// app holds the command tree and its configuration.
+type app struct {
+	root   *cobra.Command
+	v      *viper.Viper
+	out    io.Writer
+	errOut io.Writer
+	// known lists every flag name of every command: the keys knctl.yaml
+	// may set.
+	known map[string]bool
+}
+
+func newApp() *app {
+	a := &app{v: viper.New(), out: os.Stdout, errOut: os.Stderr, known: map[string]bool{}}
+	a.root = &cobra.Command{
+		Use:   "knctl",
+		Short: "Find, measure and edit the knowledge neurons of transformer language models",
+		Long: `knctl finds the knowledge neurons of transformer language models: the FFN
+neurons whose activation carries a fact ("The capital of France is" -> " Paris"),
+following Dai et al. (2022), "Knowledge Neurons in Pretrained Transformers".
+
+Models (GPT-2, BERT) and attribution methods (integrated gradients, ...) are
+plugin binaries named knctl-model-NAME and knctl-attributor-NAME, found in
+--plugin-dir, $KNCTL_PLUGIN_DIR, beside knctl (and its plugins/ folder) and
+~/.knctl/plugins.
+
+Configuration: every flag can also be set as KNCTL_<FLAG> in the environment
+(dashes become underscores, e.g. KNCTL_CHECKPOINT) or as a key of knctl.yaml
+(read from --config, else ./knctl.yaml, else ~/.knctl/knctl.yaml).
+Precedence: flags > environment > knctl.yaml > defaults.
+
+Exit status: 0 success, 1 failure, 2 bad input or usage, 130 interrupted.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return a.configure(cmd)
+		},
+	}
+	pf := a.root.PersistentFlags()
+	pf.String("config", "", "config file (default ./knctl.yaml, else ~/.knctl/knctl.yaml)")
+	pf.Bool("json", false, "print machine-readable JSON")
+	pf.StringSlice("plugin-dir", nil, "extra directories to search for plugins (searched first)")
+	pf.Duration("plugin-timeout", 10*time.Minute, "give up on a plugin call after this long (0: never)")
+	pf.Bool("quiet", false, "print no progress information")
+	a.root.SetOut(a.out)
+	a.root.SetErr(a.errOut)
+	a.root.AddCommand(a.versionCmd(), a.pluginsCmd(), a.predictCmd(), a.activationsCmd())
+	a.collectKnown(a.root)
+	return a
+}
+
+func (a *app) collectKnown(c *cobra.Command) {
+	add := func(f *pflag.Flag) { a.known[f.Name] = true }
+	c.Flags().VisitAll(add)
+	c.PersistentFlags().VisitAll(add)
+	for _, sub := range c.Commands() {
+		a.collectKnown(sub)
+	}
+}
+
+// configure binds the running command's flags to viper and reads the
+// environment and the config file.
+func (a *app) configure(cmd *cobra.Command) error {
+	if err := a.v.BindPFlags(cmd.Flags()); err != nil {
+		return err
+	}
+	a.v.SetEnvPrefix("KNCTL")
+	a.v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
+	a.v.AutomaticEnv()
+	path := a.v.GetString("config")
+	if path == "" {
+		for _, p := range configCandidates() {
+			if _, err := os.Stat(p); err == nil {
+				path = p
+				break
+			}
+		}
+	}
+	if path == "" {
+		return nil
+	}
+	a.v.SetConfigFile(path)
+	a.v.SetConfigType("yaml")
+	if err := a.v.ReadInConfig(); err != nil {
+		return usageErr("read config %s: %v", path, err)
+	}
+	var unknown []string
+	for _, k := range a.v.AllKeys() {
+		top := strings.SplitN(k, ".", 2)[0]
+		if !a.known[top] && a.v.InConfig(k) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return usageErr("config %s: unknown keys %s (keys are flag names, e.g. model, checkpoint, hook)", path, strings.Join(unknown, ", "))
+	}
+	return nil
+}
+
+func configCandidates() []string {
+	c := []string{"knctl.yaml"}
+	if home, err := os.UserHomeDir(); err == nil {
+		c = append(c, filepath.Join(home, ".knctl", "knctl.yaml"))
+	}
+	return c
+}
+
+// host returns a plugin host configured from the flags.
+func (a *app) host() *framework.Host {
+	h := framework.NewHost(framework.SearchPath(a.v.GetStringSlice("plugin-dir")...))
+	h.CallTimeout = a.v.GetDuration("plugin-timeout")
+	h.Stderr = a.errOut
+	return h
+}
+
+// defaultCheckpoints are the HuggingFace ids used when --checkpoint is not
+// given, resolved offline from the local HuggingFace cache.
+var defaultCheckpoints = map[string]string{"gpt2": "gpt2", "bert": "bert-base-cased"}
+
+// modelFlags adds --model, --checkpoint and --threads.
+func modelFlags(c *cobra.Command) {
+	c.Flags().String("model", "gpt2", "model plugin (knctl-model-NAME)")
+	c.Flags().String("checkpoint", "", "checkpoint directory, or a HuggingFace model id found in the local cache (default: gpt2 -> gpt2, bert -> bert-base-cased)")
+	c.Flags().Int("threads", 0, "libtorch threads in the model plugin (0: all CPUs)")
+}
+
+// openModel launches the configured model plugin and loads the checkpoint.
+func (a *app) openModel(cmd *cobra.Command, h *framework.Host) (*framework.ModelInstance, error) {
+	name := a.v.GetString("model")
+	ckpt := a.v.GetString("checkpoint")
+	if ckpt == "" {
+		ckpt = defaultCheckpoints[name]
+		if ckpt == "" {
+			return nil, usageErr("--checkpoint: required for model plugin %q", name)
+		}
+	}
+	opts := map[string]string{}
+	if t := a.v.GetInt("threads"); t > 0 {
+		opts["threads"] = fmt.Sprint(t)
+	}
+	return h.OpenModel(cmd.Context(), name, ckpt, opts)
+}
+
+// printJSON writes v as indented JSON.
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// parseLayers parses "0,2,5-7" into layer indices.
+func parseLayers(s string) ([]int, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		var lo, hi int
+		if n, err := fmt.Sscanf(part, "%d-%d", &lo, &hi); err == nil && n == 2 {
+			if hi < lo {
+				return nil, sdk.InvalidInputf("--layers %q: range %s runs backwards", s, part)
+			}
+			for l := lo; l <= hi; l++ {
+				out = append(out, l)
+			}
+			continue
+		}
+		var l int
+		if _, err := fmt.Sscanf(part, "%d", &l); err != nil || fmt.Sprint(l) != part {
+			return nil, sdk.InvalidInputf("--layers %q: %q is not a layer number or a range like 2-5", s, part)
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}

@@ -1,0 +1,472 @@
+package gpt2
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sugarme/gotch/ts"
+
+	"github.com/knctl/knctl/plugins/models/checkpoint"
+	"github.com/knctl/knctl/plugins/models/tokenize"
+	"github.com/knctl/knctl/plugins/models/torch"
+	"github.com/knctl/knctl/sdk"
+)
+
+// Model is a loaded GPT-2 checkpoint. It is not safe for concurrent use;
+// the sdk's plugin server serialises calls.
+type Model struct {
+	cfg   Config
+	dir   string
+	tok   *tokenize.BPE
+	w     *torch.Store
+	act   torch.Activation
+	info  sdk.ModelInfo
+	cache *baseRun
+	// version changes whenever the weights do, invalidating the cache.
+	version int
+}
+
+var _ sdk.Model = (*Model)(nil)
+
+// Load opens a GPT-2 checkpoint: a directory or a model id in the local
+// HuggingFace cache. Option "threads" sets libtorch's thread count (default:
+// all CPUs).
+func Load(_ context.Context, req sdk.LoadRequest) (sdk.Model, error) {
+	threads := runtime.NumCPU()
+	if v, ok := req.Options["threads"]; ok && v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, sdk.InvalidInputf("option threads=%q: expected a positive integer", v)
+		}
+		threads = n
+	}
+	torch.SetNumThreads(threads)
+	return Open(req.Checkpoint)
+}
+
+// Open loads a checkpoint directory or cached model id.
+func Open(spec string) (*Model, error) {
+	dir, err := checkpoint.Resolve(spec)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := ReadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	act, err := torch.ActivationByName(cfg.Activation)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	tok, err := tokenize.LoadGPT2(dir)
+	if err != nil {
+		return nil, sdk.InvalidInputf("checkpoint %s: tokenizer: %w", dir, err)
+	}
+	if tok.VocabSize() > cfg.VocabSize {
+		return nil, sdk.InvalidInputf("checkpoint %s: tokenizer has %d tokens but config.json vocab_size is %d", dir, tok.VocabSize(), cfg.VocabSize)
+	}
+	path, isST, err := checkpoint.WeightFile(dir)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := torch.LoadTensors(path, isST)
+	if err != nil {
+		return nil, err
+	}
+	params, err := torch.Take(raw, path, []string{"transformer."}, paramSpecs(cfg))
+	if err != nil {
+		return nil, err
+	}
+	m := &Model{cfg: cfg, dir: dir, tok: tok, w: torch.NewStore(params), act: act}
+	special := map[string]int{}
+	if id, ok := tok.EOSID(); ok {
+		special["eos"] = id
+	}
+	if id, ok := tok.BOSID(); ok {
+		special["bos"] = id
+	}
+	m.info = sdk.ModelInfo{
+		Architecture:  "gpt2",
+		Backend:       "libtorch 1.13 (gotch v0.7.0)",
+		Checkpoint:    dir,
+		Layers:        cfg.NLayer,
+		Hidden:        cfg.NEmbd,
+		FFNWidth:      cfg.FFN(),
+		VocabSize:     cfg.VocabSize,
+		MaxPositions:  cfg.NPositions,
+		Heads:         cfg.NHead,
+		Activation:    cfg.Activation,
+		Causal:        true,
+		SpecialTokens: special,
+		Parameters:    m.w.Count(),
+	}
+	return m, nil
+}
+
+// paramSpecs lists the parameters (names without the "transformer." prefix)
+// and shapes config.json implies. HuggingFace's Conv1D stores weights as
+// [in, out].
+func paramSpecs(c Config) []torch.Spec {
+	e, f := int64(c.NEmbd), int64(c.FFN())
+	specs := []torch.Spec{
+		{Name: "wte.weight", Shape: []int64{int64(c.VocabSize), e}},
+		{Name: "wpe.weight", Shape: []int64{int64(c.NPositions), e}},
+		{Name: "ln_f.weight", Shape: []int64{e}},
+		{Name: "ln_f.bias", Shape: []int64{e}},
+	}
+	for l := 0; l < c.NLayer; l++ {
+		add := func(name string, shape ...int64) {
+			specs = append(specs, torch.Spec{Name: fmt.Sprintf("h.%d.%s", l, name), Shape: shape})
+		}
+		add("ln_1.weight", e)
+		add("ln_1.bias", e)
+		add("attn.c_attn.weight", e, 3*e)
+		add("attn.c_attn.bias", 3*e)
+		add("attn.c_proj.weight", e, e)
+		add("attn.c_proj.bias", e)
+		add("ln_2.weight", e)
+		add("ln_2.bias", e)
+		add("mlp.c_fc.weight", e, f)
+		add("mlp.c_fc.bias", f)
+		add("mlp.c_proj.weight", f, e)
+		add("mlp.c_proj.bias", e)
+	}
+	return specs
+}
+
+// Close frees the weights.
+func (m *Model) Close() {
+	m.cache.close()
+	m.cache = nil
+	m.w.Close()
+}
+
+// encoded is a query as token ids: the model reads ids (prompt +
+// answer[:-1]); positions target.. predict the answer tokens.
+type encoded struct {
+	ids    []int64
+	tokens []string
+	target int
+	answer []int64
+	ansTok []string
+}
+
+func (m *Model) encode(q sdk.Query, needAnswer bool) (*encoded, error) {
+	if strings.TrimSpace(q.Prompt) == "" {
+		return nil, sdk.InvalidInputf("prompt %q: empty; expected text whose next token is the answer", q.Prompt)
+	}
+	p, err := m.tok.Encode(q.Prompt)
+	if err != nil {
+		return nil, sdk.InvalidInputf("tokenize prompt %q: %w", q.Prompt, err)
+	}
+	if len(p.IDs) == 0 {
+		return nil, sdk.InvalidInputf("prompt %q: encodes to no tokens", q.Prompt)
+	}
+	enc := &encoded{target: len(p.IDs) - 1, tokens: p.Tokens}
+	for _, id := range p.IDs {
+		enc.ids = append(enc.ids, int64(id))
+	}
+	if q.Answer == "" {
+		if needAnswer {
+			return nil, sdk.InvalidInputf("answer: empty; expected the text the prompt should be completed with (e.g. \" Paris\")")
+		}
+	} else {
+		a, err := m.tok.Encode(q.Answer)
+		if err != nil {
+			return nil, sdk.InvalidInputf("tokenize answer %q: %w", q.Answer, err)
+		}
+		if len(a.IDs) == 0 {
+			return nil, sdk.InvalidInputf("answer %q: encodes to no tokens", q.Answer)
+		}
+		for i, id := range a.IDs {
+			enc.answer = append(enc.answer, int64(id))
+			enc.ansTok = append(enc.ansTok, a.Tokens[i])
+			if i < len(a.IDs)-1 {
+				enc.ids = append(enc.ids, int64(id))
+				enc.tokens = append(enc.tokens, a.Tokens[i])
+			}
+		}
+	}
+	if len(enc.ids) > m.cfg.NPositions {
+		return nil, sdk.InvalidInputf("prompt %q: %d tokens (with the answer's teacher-forced tokens); the model takes at most n_positions=%d", q.Prompt, len(enc.ids), m.cfg.NPositions)
+	}
+	return enc, nil
+}
+
+func (m *Model) checkLayer(l int) error {
+	if l < 0 || l >= m.cfg.NLayer {
+		return sdk.InvalidInputf("layer %d: out of range; the model has layers 0..%d", l, m.cfg.NLayer-1)
+	}
+	return nil
+}
+
+// Info implements sdk.Model.
+func (m *Model) Info(context.Context) (sdk.ModelInfo, error) { return m.info, nil }
+
+// Tokenize implements sdk.Model.
+func (m *Model) Tokenize(_ context.Context, text string) (sdk.Encoding, error) {
+	e, err := m.tok.Encode(text)
+	if err != nil {
+		return sdk.Encoding{}, sdk.InvalidInputf("tokenize %q: %w", text, err)
+	}
+	return sdk.Encoding{IDs: e.IDs, Tokens: e.Tokens}, nil
+}
+
+// Predict implements sdk.Model.
+func (m *Model) Predict(ctx context.Context, req sdk.PredictRequest) (sdk.Prediction, error) {
+	enc, err := m.encode(req.Query, false)
+	if err != nil {
+		return sdk.Prediction{}, err
+	}
+	if err := torch.CheckInterventions(req.Interventions, m.cfg.NLayer, m.cfg.FFN()); err != nil {
+		return sdk.Prediction{}, err
+	}
+	if req.TopK < 0 {
+		return sdk.Prediction{}, sdk.InvalidInputf("top-k %d: expected >= 0", req.TopK)
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	byLayer := map[int][]sdk.Intervention{}
+	for _, iv := range req.Interventions {
+		if iv.Hook == "" {
+			iv.Hook = sdk.HookPost
+		}
+		byLayer[iv.Layer] = append(byLayer[iv.Layer], iv)
+	}
+	t := enc.target
+	h := m.embed(s, enc.ids, 0, 0)
+	for l := 0; l < m.cfg.NLayer; l++ {
+		var hook ffnHook
+		if ivs := byLayer[l]; len(ivs) > 0 {
+			hook = func(s *torch.Scope, pre *ts.Tensor) *ts.Tensor {
+				return torch.InterventionHook(s, m.act, pre, []int{t}, ivs)
+			}
+		}
+		h = m.block(s, l, h, nil, nil, 0, hook).out
+	}
+	rows := s.Narrow(h, 1, int64(t), int64(len(enc.ids)-t))
+	_, logits := m.answerLogProb(s, rows, nil)
+	probs := s.Float32s(s.Softmax(logits, -1))
+	lg := s.Float32s(logits)
+	if err := s.Err(); err != nil {
+		return sdk.Prediction{}, fmt.Errorf("predict: %w", err)
+	}
+	return m.prediction(enc, probs, lg, req.TopK), nil
+}
+
+// prediction assembles Predict's answer from the softmax probabilities and
+// logits [S,V] of the rows at the target positions.
+func (m *Model) prediction(enc *encoded, probs, logits []float32, topK int) sdk.Prediction {
+	v := m.cfg.VocabSize
+	p := sdk.Prediction{Tokens: enc.tokens, TargetPositions: []int{enc.target}, AnswerProb: 1}
+	for _, id := range enc.ids {
+		p.InputIDs = append(p.InputIDs, int(id))
+	}
+	for k, id := range enc.answer {
+		pr := float64(probs[k*v+int(id)])
+		p.AnswerIDs = append(p.AnswerIDs, int(id))
+		p.AnswerTokens = append(p.AnswerTokens, enc.ansTok[k])
+		p.AnswerTokenProb = append(p.AnswerTokenProb, pr)
+		p.AnswerProb *= pr
+	}
+	if len(enc.answer) == 0 {
+		p.AnswerProb = 0
+	} else {
+		first := logits[enc.answer[0]]
+		for _, x := range logits[:v] {
+			if x > first {
+				p.AnswerRank++
+			}
+		}
+	}
+	p.Top = topTokens(m.tok, probs[:v], logits[:v], topK)
+	return p
+}
+
+func topTokens(tok tokenize.Tokenizer, probs, logits []float32, k int) []sdk.TokenProb {
+	if k > len(probs) {
+		k = len(probs)
+	}
+	idx := make([]int, len(probs))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return logits[idx[a]] > logits[idx[b]] })
+	out := make([]sdk.TokenProb, 0, k)
+	for _, i := range idx[:k] {
+		out = append(out, sdk.TokenProb{ID: i, Token: tok.Decode([]int{i}), Prob: float64(probs[i]), Logit: float64(logits[i])})
+	}
+	return out
+}
+
+// Activations implements sdk.Model.
+func (m *Model) Activations(ctx context.Context, req sdk.ActivationsRequest) (sdk.Activations, error) {
+	enc, err := m.encode(req.Query, false)
+	if err != nil {
+		return sdk.Activations{}, err
+	}
+	hook, err := sdk.ParseHook(string(req.Hook))
+	if err != nil {
+		return sdk.Activations{}, err
+	}
+	layers := req.Layers
+	if len(layers) == 0 {
+		for l := 0; l < m.cfg.NLayer; l++ {
+			layers = append(layers, l)
+		}
+	}
+	for _, l := range layers {
+		if err := m.checkLayer(l); err != nil {
+			return sdk.Activations{}, err
+		}
+	}
+	br, err := m.base(enc, nil)
+	if err != nil {
+		return sdk.Activations{}, err
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	out := sdk.Activations{Hook: hook, Layers: layers, Positions: []int{enc.target}}
+	for _, l := range layers {
+		row := s.Narrow(br.pre[l], 1, int64(enc.target), 1)
+		if hook == sdk.HookPost {
+			row = m.act(s, row)
+		}
+		out.Values = append(out.Values, [][]float32{s.Float32s(row)})
+	}
+	if err := s.Err(); err != nil {
+		return sdk.Activations{}, fmt.Errorf("activations: %w", err)
+	}
+	return out, nil
+}
+
+// Gradients implements sdk.Model.
+func (m *Model) Gradients(ctx context.Context, req sdk.GradientsRequest) (sdk.Gradients, error) {
+	return m.gradients(req, true)
+}
+
+func (m *Model) gradients(req sdk.GradientsRequest, fast bool) (sdk.Gradients, error) {
+	start := time.Now()
+	enc, err := m.encode(req.Query, true)
+	if err != nil {
+		return sdk.Gradients{}, err
+	}
+	hook, err := sdk.ParseHook(string(req.Hook))
+	if err != nil {
+		return sdk.Gradients{}, err
+	}
+	if err := m.checkLayer(req.Layer); err != nil {
+		return sdk.Gradients{}, err
+	}
+	if len(req.Alphas) == 0 {
+		return sdk.Gradients{}, sdk.InvalidInputf("alphas: empty; expected at least one scaling factor")
+	}
+	f := m.cfg.FFN()
+	if req.Baseline != nil && len(req.Baseline) != f {
+		return sdk.Gradients{}, sdk.InvalidInputf("baseline: %d values; expected %d (one position x FFN width %d)", len(req.Baseline), f, f)
+	}
+	var noise *inputNoise
+	if req.InputNoise != nil && req.InputNoise.Sigma > 0 {
+		noise = &inputNoise{sigma: req.InputNoise.Sigma, seed: req.InputNoise.Seed}
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	probs, grads, w, err := m.scaledRun(s, enc, req.Layer, hook == sdk.HookPost, req.Alphas, req.Baseline, noise, fast)
+	if err != nil {
+		return sdk.Gradients{}, err
+	}
+	p, g, wv := s.Float32s(probs), s.Float32s(grads), s.Float32s(w)
+	if err := s.Err(); err != nil {
+		return sdk.Gradients{}, fmt.Errorf("gradients: %w", err)
+	}
+	out := sdk.Gradients{Positions: 1, Width: f, Activation: wv, Probs: make([]float64, len(p))}
+	for i := range p {
+		out.Probs[i] = float64(p[i])
+		out.Grads = append(out.Grads, g[i*f:(i+1)*f:(i+1)*f])
+	}
+	out.ComputeSeconds = time.Since(start).Seconds()
+	return out, nil
+}
+
+// Embeddings implements sdk.Model.
+func (m *Model) Embeddings(_ context.Context, ids []int) ([][]float32, error) {
+	return torch.Rows(m.w.Get("wte.weight"), ids, "token id")
+}
+
+func (m *Model) valueSlotName(layer int) string { return fmt.Sprintf("h.%d.mlp.c_proj.weight", layer) }
+
+// ValueSlots implements sdk.Model: row i of the layer's mlp.c_proj weight.
+func (m *Model) ValueSlots(_ context.Context, layer int, neurons []int) ([][]float32, error) {
+	if err := m.checkLayer(layer); err != nil {
+		return nil, err
+	}
+	return torch.Rows(m.w.Get(m.valueSlotName(layer)), neurons, "neuron")
+}
+
+// SetValueSlots implements sdk.Model.
+func (m *Model) SetValueSlots(_ context.Context, layer int, neurons []int, values [][]float32) (sdk.EditID, error) {
+	if err := m.checkLayer(layer); err != nil {
+		return 0, err
+	}
+	name := m.valueSlotName(layer)
+	t, err := torch.WithRows(m.w.Get(name), neurons, values, "neuron")
+	if err != nil {
+		return 0, err
+	}
+	id, err := m.w.Replace(name, t)
+	if err != nil {
+		_ = t.Drop()
+		return 0, err
+	}
+	m.version++
+	return id, nil
+}
+
+// UndoEdit implements sdk.Model.
+func (m *Model) UndoEdit(_ context.Context, id sdk.EditID) error {
+	if err := m.w.Undo(id); err != nil {
+		return err
+	}
+	m.version++
+	return nil
+}
+
+// ApplyNoise implements sdk.Model.
+func (m *Model) ApplyNoise(_ context.Context, spec sdk.NoiseSpec) error {
+	selected, err := torch.NoiseSelector(spec, func(name string) bool {
+		return strings.Contains(name, ".mlp.c_fc.") || strings.Contains(name, ".mlp.c_proj.")
+	})
+	if err != nil {
+		return err
+	}
+	m.version++
+	return torch.ApplyNoise(m.w, spec, selected)
+}
+
+// RemoveNoise implements sdk.Model.
+func (m *Model) RemoveNoise(context.Context) error {
+	if m.w.Noisy() {
+		m.version++
+	}
+	m.w.RemoveNoise()
+	return nil
+}
+
+// Save implements sdk.Model: config, weights (without the tied lm_head, as
+// transformers writes safetensors) and tokenizer files.
+func (m *Model) Save(_ context.Context, dir string) error {
+	names := m.w.Names()
+	hf := make(map[string]string, len(names))
+	for _, n := range names {
+		hf[n] = "transformer." + n
+	}
+	return torch.SaveCheckpoint(dir, m.dir, m.w, hf, []string{
+		"config.json", "generation_config.json", "vocab.json", "merges.txt", "tokenizer.json",
+		"tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+	})
+}
