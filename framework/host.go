@@ -57,7 +57,7 @@ func (h *Host) launch(ctx context.Context, kind, name string) (*sdk.Process, err
 // ModelInstance is a model plugin process with a checkpoint loaded.
 type ModelInstance struct {
 	sdk.Model
-	Info sdk.ModelInfo
+	ModelInfo sdk.ModelInfo
 	Proc *sdk.Process
 }
 
@@ -76,7 +76,7 @@ func (h *Host) OpenModel(ctx context.Context, name, checkpoint string, opts map[
 		proc.Close()
 		return nil, fmt.Errorf("load checkpoint %s: %w", checkpoint, err)
 	}
-	return &ModelInstance{Model: mc, Info: info, Proc: proc}, nil
+	return &ModelInstance{Model: mc, ModelInfo: info, Proc: proc}, nil
 }
 
 // AttributorInstance is a running attributor plugin.

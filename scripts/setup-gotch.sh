@@ -6,8 +6,10 @@
 #   scripts/setup-gotch.sh --force    # recreate .build/gotch even if the stamp matches
 #
 # What it does:
-#   1. makes sure Debian's libtorch (1.13.1, package libtorch-dev) and g++ are
-#      installed (apt-get, with sudo when not root);
+#   1. makes sure Debian's libtorch (1.13.1, package libtorch-dev), OpenBLAS
+#      (libopenblas0-pthread: without it libtorch's matrix products use the
+#      reference BLAS, ~20x slower) and g++ are installed (apt-get, with sudo
+#      when not root);
 #   2. downloads github.com/sugarme/gotch@v0.7.0 into the Go module cache;
 #   3. copies it to <repo>/.build/gotch (git-ignored; go.mod has
 #      `replace github.com/sugarme/gotch => ./.build/gotch`), replacing
@@ -35,7 +37,7 @@ FORCE=0
 for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
-    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup-gotch: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -59,8 +61,16 @@ have_libtorch() {
   return 1
 }
 
+# Debian's libtorch does its matrix products through the generic libblas.so.3;
+# with only the reference BLAS installed they run ~20x slower than with
+# OpenBLAS, which takes over libblas.so.3 through update-alternatives.
+have_openblas() {
+  compgen -G "/usr/lib/*/openblas-pthread/libblas.so.3" >/dev/null
+}
+
 missing_pkgs=()
 have_libtorch || missing_pkgs+=(libtorch-dev)
+have_openblas || missing_pkgs+=(libopenblas0-pthread)
 command -v g++ >/dev/null 2>&1 || missing_pkgs+=(g++)
 
 if ((${#missing_pkgs[@]} > 0)); then
@@ -76,7 +86,7 @@ if ((${#missing_pkgs[@]} > 0)); then
   have_libtorch || die "libtorch-dev installed but $TORCH_HEADER or libtorch.so is still missing"
   log "installed ${missing_pkgs[*]}"
 else
-  log "libtorch-dev and g++ already installed"
+  log "libtorch-dev, OpenBLAS and g++ already installed"
 fi
 
 # --- 2. gotch source in the module cache --------------------------------------

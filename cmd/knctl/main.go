@@ -24,13 +24,14 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newApp().root.ExecuteContext(ctx)
+	interrupted := ctx.Err() != nil
 	stop()
 	if err == nil {
 		return
 	}
 	fmt.Fprintln(os.Stderr, "knctl:", err)
 	switch {
-	case ctx.Err() != nil || errors.Is(err, context.Canceled):
+	case interrupted || errors.Is(err, context.Canceled):
 		os.Exit(exitInterrupted)
 	case errors.Is(err, sdk.ErrInvalidInput), errors.Is(err, errUsage):
 		os.Exit(exitBadInput)

@@ -38,7 +38,7 @@ probability is the product of its tokens' probabilities.`,
 			if err != nil {
 				return err
 			}
-			return a.printPrediction(p)
+			return a.printPrediction(p, a.v.GetString("target"))
 		},
 	}
 	modelFlags(c)
@@ -61,7 +61,7 @@ type predictOutput struct {
 	Top             []sdk.TokenProb `json:"top"`
 }
 
-func (a *app) printPrediction(p sdk.Prediction) error {
+func (a *app) printPrediction(p sdk.Prediction, target string) error {
 	out := predictOutput{
 		Tokens: p.Tokens, InputIDs: p.InputIDs, TargetPositions: p.TargetPositions,
 		TargetIDs: p.AnswerIDs, TargetTokens: p.AnswerTokens, TargetTokenProb: p.AnswerTokenProb, Top: p.Top,
@@ -77,7 +77,7 @@ func (a *app) printPrediction(p sdk.Prediction) error {
 	}
 	fmt.Fprintf(a.out, "tokens: %s\n", strings.Join(quoteAll(p.Tokens), " "))
 	if len(p.AnswerIDs) > 0 {
-		fmt.Fprintf(a.out, "target %s: p = %.6g (rank %d of the first token)\n", strings.Join(quoteAll(p.AnswerTokens), " + "), p.AnswerProb, p.AnswerRank+1)
+		fmt.Fprintf(a.out, "target %q (tokens %s): p = %.6g, first token ranked %d\n", target, strings.Join(quoteAll(p.AnswerTokens), " "), p.AnswerProb, p.AnswerRank+1)
 		if len(p.AnswerIDs) > 1 {
 			for i, t := range p.AnswerTokens {
 				fmt.Fprintf(a.out, "  %q: %.6g\n", t, p.AnswerTokenProb[i])

@@ -155,6 +155,9 @@ func modelFlags(c *cobra.Command) {
 // openModel launches the configured model plugin and loads the checkpoint.
 func (a *app) openModel(cmd *cobra.Command, h *framework.Host) (*framework.ModelInstance, error) {
 	name := a.v.GetString("model")
+	if _, err := framework.Find(h.Dirs, sdk.KindModel, name); err != nil {
+		return nil, err
+	}
 	ckpt := a.v.GetString("checkpoint")
 	if ckpt == "" {
 		ckpt = defaultCheckpoints[name]

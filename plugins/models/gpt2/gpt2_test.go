@@ -3,7 +3,6 @@ package gpt2
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -28,19 +27,19 @@ type reference struct {
 		TargetID  int     `json:"target_id"`
 		KNRefined [][]int `json:"kn_refined"`
 		Prompts   []struct {
-			Text      string      `json:"text"`
-			InputIDs  []int       `json:"input_ids"`
-			Tokens    []string    `json:"tokens"`
-			Position  int         `json:"position"`
-			Logits    []float64   `json:"logits"`
-			TargetP   float64     `json:"target_prob"`
-			Top10     []topEntry  `json:"top10"`
-			FFNPre    [][]float64 `json:"ffn_pre"`
-			FFNPost   [][]float64 `json:"ffn_post"`
-			KNScores  [][]float64 `json:"kn_scores"`
-			IGPost    [][]float64 `json:"ig_post"`
-			Suppress  effect      `json:"suppress"`
-			Enhance   effect      `json:"enhance"`
+			Text     string      `json:"text"`
+			InputIDs []int       `json:"input_ids"`
+			Tokens   []string    `json:"tokens"`
+			Position int         `json:"position"`
+			Logits   []float64   `json:"logits"`
+			TargetP  float64     `json:"target_prob"`
+			Top10    []topEntry  `json:"top10"`
+			FFNPre   [][]float64 `json:"ffn_pre"`
+			FFNPost  [][]float64 `json:"ffn_post"`
+			KNScores [][]float64 `json:"kn_scores"`
+			IGPost   [][]float64 `json:"ig_post"`
+			Suppress effect      `json:"suppress"`
+			Enhance  effect      `json:"enhance"`
 		} `json:"prompts"`
 	} `json:"facts"`
 }
@@ -531,5 +530,4 @@ func TestBadInput(t *testing.T) {
 	// The model still works after all that.
 	_, err := m.Predict(ctx, sdk.PredictRequest{Query: sdk.Query{Prompt: "The capital of France is", Answer: " Paris"}})
 	require.NoError(t, err)
-	fmt.Sprint()
 }
