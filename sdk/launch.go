@@ -130,10 +130,11 @@ func (p *Process) stderrTail() string {
 // intercept names the plugin in every error, reports a dead process, and
 // bounds each call.
 func (p *Process) intercept(timeout time.Duration) grpc.UnaryClientInterceptor {
-	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return func(parent context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		ctx := parent
 		if timeout > 0 {
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, timeout)
+			ctx, cancel = context.WithTimeout(parent, timeout)
 			defer cancel()
 		}
 		err := invoker(ctx, method, req, reply, cc, opts...)
@@ -146,7 +147,7 @@ func (p *Process) intercept(timeout time.Duration) grpc.UnaryClientInterceptor {
 		switch {
 		case p.client.Exited() || (code == codes.Unavailable && p.exitedSoon()):
 			return status.Errorf(codes.Unavailable, "%s: %s: the plugin process died or stopped answering (%s)%s", p.Name, call, msg, p.stderrTail())
-		case code == codes.DeadlineExceeded && timeout > 0 && ctx.Err() != nil:
+		case timeout > 0 && ctx.Err() != nil && parent.Err() == nil:
 			return status.Errorf(codes.DeadlineExceeded, "%s: %s: no answer within %s (plugin hung?)", p.Name, call, timeout)
 		}
 		return status.Errorf(code, "%s: %s: %s", p.Name, call, msg)

@@ -71,7 +71,7 @@ Exit status: 0 success, 1 failure, 2 bad input or usage, 130 interrupted.`,
 	pf.Bool("quiet", false, "print no progress information")
 	a.root.SetOut(a.out)
 	a.root.SetErr(a.errOut)
-	a.root.AddCommand(a.versionCmd(), a.pluginsCmd(), a.predictCmd(), a.activationsCmd())
+	a.root.AddCommand(a.versionCmd(), a.pluginsCmd(), a.predictCmd(), a.activationsCmd(), a.attributeCmd(), a.runCmd(), a.benchCmd())
 	a.collectKnown(a.root)
 	return a
 }
@@ -145,11 +145,35 @@ func (a *app) host() *framework.Host {
 // given, resolved offline from the local HuggingFace cache.
 var defaultCheckpoints = map[string]string{"gpt2": "gpt2", "bert": "bert-base-cased"}
 
-// modelFlags adds --model, --checkpoint and --threads.
+// modelFlags adds --model, --checkpoint, --threads and --model-option.
 func modelFlags(c *cobra.Command) {
 	c.Flags().String("model", "gpt2", "model plugin (knctl-model-NAME)")
 	c.Flags().String("checkpoint", "", "checkpoint directory, or a HuggingFace model id found in the local cache (default: gpt2 -> gpt2, bert -> bert-base-cased)")
 	c.Flags().Int("threads", 0, "libtorch threads in the model plugin (0: all CPUs)")
+	c.Flags().StringArray("model-option", nil, "model plugin load option key=value (repeatable): init=random draws the weights of config.json's architecture, seed=N seeds them")
+}
+
+// modelSpec resolves the checkpoint and load options from the flags.
+func (a *app) modelSpec(name string) (string, map[string]string, error) {
+	ckpt := a.v.GetString("checkpoint")
+	if ckpt == "" {
+		ckpt = defaultCheckpoints[name]
+		if ckpt == "" {
+			return "", nil, usageErr("--checkpoint: required for model plugin %q", name)
+		}
+	}
+	opts := map[string]string{}
+	if t := a.v.GetInt("threads"); t > 0 {
+		opts["threads"] = fmt.Sprint(t)
+	}
+	for _, kv := range a.v.GetStringSlice("model-option") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return "", nil, usageErr("--model-option %q: expected key=value", kv)
+		}
+		opts[k] = v
+	}
+	return ckpt, opts, nil
 }
 
 // openModel launches the configured model plugin and loads the checkpoint.
@@ -158,16 +182,9 @@ func (a *app) openModel(cmd *cobra.Command, h *framework.Host) (*framework.Model
 	if _, err := framework.Find(h.Dirs, sdk.KindModel, name); err != nil {
 		return nil, err
 	}
-	ckpt := a.v.GetString("checkpoint")
-	if ckpt == "" {
-		ckpt = defaultCheckpoints[name]
-		if ckpt == "" {
-			return nil, usageErr("--checkpoint: required for model plugin %q", name)
-		}
-	}
-	opts := map[string]string{}
-	if t := a.v.GetInt("threads"); t > 0 {
-		opts["threads"] = fmt.Sprint(t)
+	ckpt, opts, err := a.modelSpec(name)
+	if err != nil {
+		return nil, err
 	}
 	return h.OpenModel(cmd.Context(), name, ckpt, opts)
 }

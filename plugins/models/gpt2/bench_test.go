@@ -1,16 +1,14 @@
 package gpt2
 
 import (
-	"context"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/sugarme/gotch/ts"
 
 	"github.com/knctl/knctl/internal/testbin"
-	"github.com/knctl/knctl/plugins/models/tokenize"
 	"github.com/knctl/knctl/plugins/models/torch"
 	"github.com/knctl/knctl/sdk"
 	"github.com/knctl/knctl/sdk/conformance"
@@ -28,30 +26,13 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// randomModel builds an in-memory GPT-2 of the given shape with random
-// weights and the real GPT-2 tokenizer (benchmarks need no checkpoint).
-func randomModel(tb testing.TB, cfg Config) *Model {
-	tb.Helper()
-	tok, err := tokenize.LoadGPT2("../../../testdata/gpt2-tokenizer")
+// gpt2Small is a GPT-2-124M-shaped model (the real GPT-2 config and
+// tokenizer) with random weights: benchmarks need no checkpoint.
+func gpt2Small(tb testing.TB) *Model {
+	m, err := OpenRandom("../../../testdata/gpt2-tokenizer", 0)
 	require.NoError(tb, err)
-	act, err := torch.ActivationByName(cfg.Activation)
-	require.NoError(tb, err)
-	torch.ManualSeed(0)
-	s := torch.NewScope()
-	defer s.Close()
-	params := map[string]*ts.Tensor{}
-	for _, spec := range paramSpecs(cfg) {
-		params[spec.Name] = s.Keep(s.Scale(s.Randn(spec.Shape...), 0.05))
-	}
-	require.NoError(tb, s.Err())
-	m := &Model{cfg: cfg, tok: tok, w: torch.NewStore(params), act: act}
 	tb.Cleanup(m.Close)
 	return m
-}
-
-func gpt2Small() Config {
-	t := true
-	return Config{VocabSize: 50257, NPositions: 1024, NEmbd: 768, NLayer: 12, NHead: 12, Activation: "gelu_new", LayerNormEps: 1e-5, ScaleAttnWeights: &t}
 }
 
 // BenchmarkIGPrimitive times the integrated-gradients primitive — one
@@ -61,8 +42,8 @@ func gpt2Small() Config {
 // reports the speed-up. Each op covers all 12 layers; the metrics are per
 // layer.
 func BenchmarkIGPrimitive(b *testing.B) {
-	torch.SetNumThreads(0)
-	m := randomModel(b, gpt2Small())
+	torch.SetNumThreads(runtime.NumCPU())
+	m := gpt2Small(b)
 	q := sdk.Query{Prompt: "The Eiffel Tower, the most famous landmark of the city, is located in", Answer: " Paris"}
 	alphas := make([]float32, 20)
 	for k := range alphas {
@@ -90,5 +71,4 @@ func BenchmarkIGPrimitive(b *testing.B) {
 	b.ReportMetric(fast.Seconds()/layers, "fast-s/layer")
 	b.ReportMetric(full.Seconds()/layers, "full-s/layer")
 	b.ReportMetric(full.Seconds()/fast.Seconds(), "speedup")
-	_ = context.Background()
 }

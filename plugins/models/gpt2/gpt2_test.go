@@ -531,3 +531,35 @@ func TestBadInput(t *testing.T) {
 	_, err := m.Predict(ctx, sdk.PredictRequest{Query: sdk.Query{Prompt: "The capital of France is", Answer: " Paris"}})
 	require.NoError(t, err)
 }
+
+func TestRandomInit(t *testing.T) {
+	ctx := context.Background()
+	m, err := Load(ctx, sdk.LoadRequest{Checkpoint: fixture, Options: map[string]string{"init": "random", "seed": "3"}})
+	require.NoError(t, err)
+	defer m.(*Model).Close()
+	again, err := OpenRandom(fixture, 3)
+	require.NoError(t, err)
+	defer again.Close()
+	q := sdk.Query{Prompt: "The capital of France is", Answer: " Paris"}
+	a, err := m.Predict(ctx, sdk.PredictRequest{Query: q, TopK: 3})
+	require.NoError(t, err)
+	b, err := again.Predict(ctx, sdk.PredictRequest{Query: q, TopK: 3})
+	require.NoError(t, err)
+	assert.Equal(t, a, b, "the seed fixes the weights")
+	trained := openVariant(t, "model.safetensors")
+	c, err := trained.Predict(ctx, sdk.PredictRequest{Query: q, TopK: 3})
+	require.NoError(t, err)
+	assert.NotEqual(t, a.AnswerProb, c.AnswerProb)
+	slots, err := m.ValueSlots(ctx, 0, []int{0})
+	require.NoError(t, err)
+	var sq float64
+	for _, x := range slots[0] {
+		sq += float64(x) * float64(x)
+	}
+	assert.InDelta(t, 0.02, math.Sqrt(sq/float64(len(slots[0]))), 0.01, "weights drawn with std 0.02")
+
+	for _, opts := range []map[string]string{{"init": "zeros"}, {"seed": "x"}, {"threads": "0"}, {"colour": "blue"}} {
+		_, err := Load(ctx, sdk.LoadRequest{Checkpoint: fixture, Options: opts})
+		assert.ErrorIs(t, err, sdk.ErrInvalidInput, "%v", opts)
+	}
+}

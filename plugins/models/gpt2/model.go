@@ -3,9 +3,7 @@ package gpt2
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -34,23 +32,36 @@ type Model struct {
 var _ sdk.Model = (*Model)(nil)
 
 // Load opens a GPT-2 checkpoint: a directory or a model id in the local
-// HuggingFace cache. Option "threads" sets libtorch's thread count (default:
-// all CPUs).
+// HuggingFace cache. Options (see torch.ParseLoadOptions): "threads"
+// (libtorch threads, default all CPUs), "init" ("checkpoint", or "random":
+// the architecture of config.json with freshly drawn weights, no weights
+// file needed) and "seed" (for init=random).
 func Load(_ context.Context, req sdk.LoadRequest) (sdk.Model, error) {
-	threads := runtime.NumCPU()
-	if v, ok := req.Options["threads"]; ok && v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return nil, sdk.InvalidInputf("option threads=%q: expected a positive integer", v)
-		}
-		threads = n
+	opts, err := torch.ParseLoadOptions(req.Options)
+	if err != nil {
+		return nil, err
 	}
-	torch.SetNumThreads(threads)
+	torch.SetNumThreads(opts.Threads)
+	if opts.Random {
+		return OpenRandom(req.Checkpoint, opts.Seed)
+	}
 	return Open(req.Checkpoint)
 }
 
 // Open loads a checkpoint directory or cached model id.
 func Open(spec string) (*Model, error) {
+	return open(spec, false, 0)
+}
+
+// OpenRandom loads the configuration and tokenizer of a checkpoint
+// directory and draws its weights at random (seeded): the
+// "untrained model" control of interpretability studies, and benchmarks of
+// any model size without its weights.
+func OpenRandom(spec string, seed int64) (*Model, error) {
+	return open(spec, true, seed)
+}
+
+func open(spec string, random bool, seed int64) (*Model, error) {
 	dir, err := checkpoint.Resolve(spec)
 	if err != nil {
 		return nil, err
@@ -70,15 +81,12 @@ func Open(spec string) (*Model, error) {
 	if tok.VocabSize() > cfg.VocabSize {
 		return nil, sdk.InvalidInputf("checkpoint %s: tokenizer has %d tokens but config.json vocab_size is %d", dir, tok.VocabSize(), cfg.VocabSize)
 	}
-	path, isST, err := checkpoint.WeightFile(dir)
-	if err != nil {
-		return nil, err
+	var params map[string]*ts.Tensor
+	if random {
+		params, err = torch.RandomParams(paramSpecs(cfg), seed, 0.02)
+	} else {
+		params, err = loadParams(dir, cfg)
 	}
-	raw, err := torch.LoadTensors(path, isST)
-	if err != nil {
-		return nil, err
-	}
-	params, err := torch.Take(raw, path, []string{"transformer."}, paramSpecs(cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +114,18 @@ func Open(spec string) (*Model, error) {
 		Parameters:    m.w.Count(),
 	}
 	return m, nil
+}
+
+func loadParams(dir string, cfg Config) (map[string]*ts.Tensor, error) {
+	path, isST, err := checkpoint.WeightFile(dir)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := torch.LoadTensors(path, isST)
+	if err != nil {
+		return nil, err
+	}
+	return torch.Take(raw, path, []string{"transformer."}, paramSpecs(cfg))
 }
 
 // paramSpecs lists the parameters (names without the "transformer." prefix)
