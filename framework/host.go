@@ -58,7 +58,7 @@ func (h *Host) launch(ctx context.Context, kind, name string) (*sdk.Process, err
 type ModelInstance struct {
 	sdk.Model
 	ModelInfo sdk.ModelInfo
-	Proc *sdk.Process
+	Proc      *sdk.Process
 }
 
 // Close kills the model's plugin process.

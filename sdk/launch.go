@@ -70,6 +70,7 @@ func Launch(ctx context.Context, path, kind string, opts LaunchOptions) (*Proces
 		Logger:           hclog.New(&hclog.LoggerOptions{Name: "knctl", Output: io.Discard, Level: hclog.Off}),
 		GRPCDialOptions: []grpc.DialOption{
 			grpc.WithChainUnaryInterceptor(p.intercept(opts.CallTimeout)),
+			grpc.WithChainStreamInterceptor(p.interceptStream()),
 		},
 	})
 	rpc, err := p.client.Client()
@@ -141,17 +142,48 @@ func (p *Process) intercept(timeout time.Duration) grpc.UnaryClientInterceptor {
 		if err == nil {
 			return nil
 		}
-		call := method[strings.LastIndex(method, "/")+1:]
-		st, _ := status.FromError(err)
-		code, msg := st.Code(), st.Message()
-		switch {
-		case p.client.Exited() || (code == codes.Unavailable && p.exitedSoon()):
-			return status.Errorf(codes.Unavailable, "%s: %s: the plugin process died or stopped answering (%s)%s", p.Name, call, msg, p.stderrTail())
-		case timeout > 0 && ctx.Err() != nil && parent.Err() == nil:
+		if timeout > 0 && ctx.Err() != nil && parent.Err() == nil && !p.client.Exited() {
+			call := method[strings.LastIndex(method, "/")+1:]
 			return status.Errorf(codes.DeadlineExceeded, "%s: %s: no answer within %s (plugin hung?)", p.Name, call, timeout)
 		}
-		return status.Errorf(code, "%s: %s: %s", p.Name, call, msg)
+		return p.wrap(method, err)
 	}
+}
+
+// interceptStream names the plugin in the errors of streaming calls
+// (training), which have no time bound: they may run for minutes.
+func (p *Process) interceptStream() grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		cs, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil {
+			return nil, p.wrap(method, err)
+		}
+		return &namedStream{ClientStream: cs, p: p, method: method}, nil
+	}
+}
+
+type namedStream struct {
+	grpc.ClientStream
+	p      *Process
+	method string
+}
+
+func (s *namedStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err == nil || err == io.EOF {
+		return err
+	}
+	return s.p.wrap(s.method, err)
+}
+
+// wrap names the plugin in a call's error and reports a dead process.
+func (p *Process) wrap(method string, err error) error {
+	call := method[strings.LastIndex(method, "/")+1:]
+	st, _ := status.FromError(err)
+	if p.client.Exited() || (st.Code() == codes.Unavailable && p.exitedSoon()) {
+		return status.Errorf(codes.Unavailable, "%s: %s: the plugin process died or stopped answering (%s)%s", p.Name, call, st.Message(), p.stderrTail())
+	}
+	return status.Errorf(st.Code(), "%s: %s: %s", p.Name, call, st.Message())
 }
 
 // exitedSoon tells whether the process is gone, allowing a moment for the

@@ -69,6 +69,16 @@ func (p *progress) step(msg string) {
 	fmt.Fprintf(p.w, "[%d/%d] %s\n", p.n, p.total, msg)
 }
 
+// stepQuiet counts one item done without printing a line.
+func (p *progress) stepQuiet() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n++
+	if p.bar != nil && !p.quiet {
+		_ = p.bar.Add(1)
+	}
+}
+
 // clear removes the bar before other output is printed on the terminal.
 func (p *progress) clear() {
 	p.mu.Lock()

@@ -71,7 +71,7 @@ Exit status: 0 success, 1 failure, 2 bad input or usage, 130 interrupted.`,
 	pf.Bool("quiet", false, "print no progress information")
 	a.root.SetOut(a.out)
 	a.root.SetErr(a.errOut)
-	a.root.AddCommand(a.versionCmd(), a.pluginsCmd(), a.predictCmd(), a.activationsCmd(), a.attributeCmd(), a.runCmd(), a.benchCmd())
+	a.root.AddCommand(a.versionCmd(), a.pluginsCmd(), a.predictCmd(), a.activationsCmd(), a.attributeCmd(), a.runCmd(), a.benchCmd(), a.factworldCmd())
 	a.collectKnown(a.root)
 	return a
 }
@@ -141,14 +141,35 @@ func (a *app) host() *framework.Host {
 	return h
 }
 
-// defaultCheckpoints are the HuggingFace ids used when --checkpoint is not
-// given, resolved offline from the local HuggingFace cache.
-var defaultCheckpoints = map[string]string{"gpt2": "gpt2", "bert": "bert-base-cased"}
+// hubDefaults are the HuggingFace ids used when --checkpoint is not given
+// and the fact-world model is not found.
+var hubDefaults = map[string]string{"gpt2": "gpt2", "bert": "bert-base-cased"}
+
+// defaultCheckpoint is the checkpoint used without --checkpoint: the
+// fact-world model the repo ships (factworld/NAME, beside the knctl binary's
+// directory or in the working directory), else a HuggingFace id resolved
+// offline from the local cache.
+func defaultCheckpoint(model string) string {
+	var dirs []string
+	if exe, err := os.Executable(); err == nil {
+		if real, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = real
+		}
+		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "..", "factworld", model))
+	}
+	dirs = append(dirs, filepath.Join("factworld", model))
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "config.json")); err == nil {
+			return filepath.Clean(d)
+		}
+	}
+	return hubDefaults[model]
+}
 
 // modelFlags adds --model, --checkpoint, --threads and --model-option.
 func modelFlags(c *cobra.Command) {
 	c.Flags().String("model", "gpt2", "model plugin (knctl-model-NAME)")
-	c.Flags().String("checkpoint", "", "checkpoint directory, or a HuggingFace model id found in the local cache (default: gpt2 -> gpt2, bert -> bert-base-cased)")
+	c.Flags().String("checkpoint", "", "checkpoint directory, or a HuggingFace model id found in the local cache (default: the fact-world model factworld/MODEL)")
 	c.Flags().Int("threads", 0, "libtorch threads in the model plugin (0: all CPUs)")
 	c.Flags().StringArray("model-option", nil, "model plugin load option key=value (repeatable): init=random draws the weights of config.json's architecture, seed=N seeds them")
 }
@@ -157,7 +178,7 @@ func modelFlags(c *cobra.Command) {
 func (a *app) modelSpec(name string) (string, map[string]string, error) {
 	ckpt := a.v.GetString("checkpoint")
 	if ckpt == "" {
-		ckpt = defaultCheckpoints[name]
+		ckpt = defaultCheckpoint(name)
 		if ckpt == "" {
 			return "", nil, usageErr("--checkpoint: required for model plugin %q", name)
 		}

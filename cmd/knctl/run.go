@@ -205,6 +205,8 @@ type runReport struct {
 	progress *progress
 	a        *app
 	json     bool
+	// silent prints no per-fact output (callers that report otherwise).
+	silent bool
 }
 
 func (r *runReport) Start(total, skipped int) {
@@ -219,7 +221,9 @@ func (r *runReport) FactDone(res *framework.FactResult, err error, id string) {
 		r.progress.step(fmt.Sprintf("fact %s failed: %v", id, err))
 		return
 	}
-	if r.json {
+	if r.silent {
+		// nothing: the caller reports
+	} else if r.json {
 		b, _ := json.Marshal(res)
 		fmt.Fprintln(r.a.out, string(b))
 	} else {

@@ -1515,6 +1515,246 @@ func (x *SaveRequest) GetDir() string {
 	return ""
 }
 
+type TrainRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Examples       []*Query               `protobuf:"bytes,1,rep,name=examples,proto3" json:"examples,omitempty"`
+	Steps          int32                  `protobuf:"varint,2,opt,name=steps,proto3" json:"steps,omitempty"`
+	BatchSize      int32                  `protobuf:"varint,3,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	LearningRate   float64                `protobuf:"fixed64,4,opt,name=learning_rate,json=learningRate,proto3" json:"learning_rate,omitempty"`
+	WeightDecay    float64                `protobuf:"fixed64,5,opt,name=weight_decay,json=weightDecay,proto3" json:"weight_decay,omitempty"`
+	WarmupSteps    int32                  `protobuf:"varint,6,opt,name=warmup_steps,json=warmupSteps,proto3" json:"warmup_steps,omitempty"`
+	LabelSmoothing float64                `protobuf:"fixed64,7,opt,name=label_smoothing,json=labelSmoothing,proto3" json:"label_smoothing,omitempty"`
+	Seed           int64                  `protobuf:"varint,8,opt,name=seed,proto3" json:"seed,omitempty"`
+	TargetProb     float64                `protobuf:"fixed64,9,opt,name=target_prob,json=targetProb,proto3" json:"target_prob,omitempty"`
+	EvalEvery      int32                  `protobuf:"varint,10,opt,name=eval_every,json=evalEvery,proto3" json:"eval_every,omitempty"`
+	MaskRate       float64                `protobuf:"fixed64,11,opt,name=mask_rate,json=maskRate,proto3" json:"mask_rate,omitempty"`
+	EvalExamples   []*Query               `protobuf:"bytes,12,rep,name=eval_examples,json=evalExamples,proto3" json:"eval_examples,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *TrainRequest) Reset() {
+	*x = TrainRequest{}
+	mi := &file_knctl_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrainRequest) ProtoMessage() {}
+
+func (x *TrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_knctl_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrainRequest.ProtoReflect.Descriptor instead.
+func (*TrainRequest) Descriptor() ([]byte, []int) {
+	return file_knctl_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *TrainRequest) GetExamples() []*Query {
+	if x != nil {
+		return x.Examples
+	}
+	return nil
+}
+
+func (x *TrainRequest) GetSteps() int32 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
+func (x *TrainRequest) GetBatchSize() int32 {
+	if x != nil {
+		return x.BatchSize
+	}
+	return 0
+}
+
+func (x *TrainRequest) GetLearningRate() float64 {
+	if x != nil {
+		return x.LearningRate
+	}
+	return 0
+}
+
+func (x *TrainRequest) GetWeightDecay() float64 {
+	if x != nil {
+		return x.WeightDecay
+	}
+	return 0
+}
+
+func (x *TrainRequest) GetWarmupSteps() int32 {
+	if x != nil {
+		return x.WarmupSteps
+	}
+	return 0
+}
+
+func (x *TrainRequest) GetLabelSmoothing() float64 {
+	if x != nil {
+		return x.LabelSmoothing
+	}
+	return 0
+}
+
+func (x *TrainRequest) GetSeed() int64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+func (x *TrainRequest) GetTargetProb() float64 {
+	if x != nil {
+		return x.TargetProb
+	}
+	return 0
+}
+
+func (x *TrainRequest) GetEvalEvery() int32 {
+	if x != nil {
+		return x.EvalEvery
+	}
+	return 0
+}
+
+func (x *TrainRequest) GetMaskRate() float64 {
+	if x != nil {
+		return x.MaskRate
+	}
+	return 0
+}
+
+func (x *TrainRequest) GetEvalExamples() []*Query {
+	if x != nil {
+		return x.EvalExamples
+	}
+	return nil
+}
+
+type TrainProgress struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Step           int32                  `protobuf:"varint,1,opt,name=step,proto3" json:"step,omitempty"`
+	Steps          int32                  `protobuf:"varint,2,opt,name=steps,proto3" json:"steps,omitempty"`
+	Loss           float64                `protobuf:"fixed64,3,opt,name=loss,proto3" json:"loss,omitempty"`
+	Evaluated      bool                   `protobuf:"varint,4,opt,name=evaluated,proto3" json:"evaluated,omitempty"`
+	MeanAnswerProb float64                `protobuf:"fixed64,5,opt,name=mean_answer_prob,json=meanAnswerProb,proto3" json:"mean_answer_prob,omitempty"`
+	Accuracy       float64                `protobuf:"fixed64,6,opt,name=accuracy,proto3" json:"accuracy,omitempty"`
+	Seconds        float64                `protobuf:"fixed64,7,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	Done           bool                   `protobuf:"varint,8,opt,name=done,proto3" json:"done,omitempty"`
+	Stopped        string                 `protobuf:"bytes,9,opt,name=stopped,proto3" json:"stopped,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *TrainProgress) Reset() {
+	*x = TrainProgress{}
+	mi := &file_knctl_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrainProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrainProgress) ProtoMessage() {}
+
+func (x *TrainProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_knctl_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrainProgress.ProtoReflect.Descriptor instead.
+func (*TrainProgress) Descriptor() ([]byte, []int) {
+	return file_knctl_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TrainProgress) GetStep() int32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *TrainProgress) GetSteps() int32 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
+func (x *TrainProgress) GetLoss() float64 {
+	if x != nil {
+		return x.Loss
+	}
+	return 0
+}
+
+func (x *TrainProgress) GetEvaluated() bool {
+	if x != nil {
+		return x.Evaluated
+	}
+	return false
+}
+
+func (x *TrainProgress) GetMeanAnswerProb() float64 {
+	if x != nil {
+		return x.MeanAnswerProb
+	}
+	return 0
+}
+
+func (x *TrainProgress) GetAccuracy() float64 {
+	if x != nil {
+		return x.Accuracy
+	}
+	return 0
+}
+
+func (x *TrainProgress) GetSeconds() float64 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
+}
+
+func (x *TrainProgress) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *TrainProgress) GetStopped() string {
+	if x != nil {
+		return x.Stopped
+	}
+	return ""
+}
+
 type OptionSpec struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1526,7 +1766,7 @@ type OptionSpec struct {
 
 func (x *OptionSpec) Reset() {
 	*x = OptionSpec{}
-	mi := &file_knctl_proto_msgTypes[23]
+	mi := &file_knctl_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1778,7 @@ func (x *OptionSpec) String() string {
 func (*OptionSpec) ProtoMessage() {}
 
 func (x *OptionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_knctl_proto_msgTypes[23]
+	mi := &file_knctl_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1791,7 @@ func (x *OptionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OptionSpec.ProtoReflect.Descriptor instead.
 func (*OptionSpec) Descriptor() ([]byte, []int) {
-	return file_knctl_proto_rawDescGZIP(), []int{23}
+	return file_knctl_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *OptionSpec) GetName() string {
@@ -1587,7 +1827,7 @@ type AttributorInfo struct {
 
 func (x *AttributorInfo) Reset() {
 	*x = AttributorInfo{}
-	mi := &file_knctl_proto_msgTypes[24]
+	mi := &file_knctl_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1839,7 @@ func (x *AttributorInfo) String() string {
 func (*AttributorInfo) ProtoMessage() {}
 
 func (x *AttributorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_knctl_proto_msgTypes[24]
+	mi := &file_knctl_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1852,7 @@ func (x *AttributorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttributorInfo.ProtoReflect.Descriptor instead.
 func (*AttributorInfo) Descriptor() ([]byte, []int) {
-	return file_knctl_proto_rawDescGZIP(), []int{24}
+	return file_knctl_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AttributorInfo) GetName() string {
@@ -1654,7 +1894,7 @@ type AttributionQuery struct {
 
 func (x *AttributionQuery) Reset() {
 	*x = AttributionQuery{}
-	mi := &file_knctl_proto_msgTypes[25]
+	mi := &file_knctl_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1666,7 +1906,7 @@ func (x *AttributionQuery) String() string {
 func (*AttributionQuery) ProtoMessage() {}
 
 func (x *AttributionQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_knctl_proto_msgTypes[25]
+	mi := &file_knctl_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1679,7 +1919,7 @@ func (x *AttributionQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttributionQuery.ProtoReflect.Descriptor instead.
 func (*AttributionQuery) Descriptor() ([]byte, []int) {
-	return file_knctl_proto_rawDescGZIP(), []int{25}
+	return file_knctl_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AttributionQuery) GetQuery() *Query {
@@ -1717,7 +1957,7 @@ type AttributeRequest struct {
 
 func (x *AttributeRequest) Reset() {
 	*x = AttributeRequest{}
-	mi := &file_knctl_proto_msgTypes[26]
+	mi := &file_knctl_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1969,7 @@ func (x *AttributeRequest) String() string {
 func (*AttributeRequest) ProtoMessage() {}
 
 func (x *AttributeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_knctl_proto_msgTypes[26]
+	mi := &file_knctl_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1982,7 @@ func (x *AttributeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttributeRequest.ProtoReflect.Descriptor instead.
 func (*AttributeRequest) Descriptor() ([]byte, []int) {
-	return file_knctl_proto_rawDescGZIP(), []int{26}
+	return file_knctl_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AttributeRequest) GetModelBrokerId() uint32 {
@@ -1786,7 +2026,7 @@ type LayerDiagnostics struct {
 
 func (x *LayerDiagnostics) Reset() {
 	*x = LayerDiagnostics{}
-	mi := &file_knctl_proto_msgTypes[27]
+	mi := &file_knctl_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +2038,7 @@ func (x *LayerDiagnostics) String() string {
 func (*LayerDiagnostics) ProtoMessage() {}
 
 func (x *LayerDiagnostics) ProtoReflect() protoreflect.Message {
-	mi := &file_knctl_proto_msgTypes[27]
+	mi := &file_knctl_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +2051,7 @@ func (x *LayerDiagnostics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LayerDiagnostics.ProtoReflect.Descriptor instead.
 func (*LayerDiagnostics) Descriptor() ([]byte, []int) {
-	return file_knctl_proto_rawDescGZIP(), []int{27}
+	return file_knctl_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LayerDiagnostics) GetLayer() int32 {
@@ -1867,7 +2107,7 @@ type AttributeResponse struct {
 
 func (x *AttributeResponse) Reset() {
 	*x = AttributeResponse{}
-	mi := &file_knctl_proto_msgTypes[28]
+	mi := &file_knctl_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +2119,7 @@ func (x *AttributeResponse) String() string {
 func (*AttributeResponse) ProtoMessage() {}
 
 func (x *AttributeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_knctl_proto_msgTypes[28]
+	mi := &file_knctl_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2132,7 @@ func (x *AttributeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttributeResponse.ProtoReflect.Descriptor instead.
 func (*AttributeResponse) Descriptor() ([]byte, []int) {
-	return file_knctl_proto_rawDescGZIP(), []int{28}
+	return file_knctl_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AttributeResponse) GetLayers() []int32 {
@@ -1969,7 +2209,7 @@ type PeerAttributeRequest struct {
 
 func (x *PeerAttributeRequest) Reset() {
 	*x = PeerAttributeRequest{}
-	mi := &file_knctl_proto_msgTypes[29]
+	mi := &file_knctl_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1981,7 +2221,7 @@ func (x *PeerAttributeRequest) String() string {
 func (*PeerAttributeRequest) ProtoMessage() {}
 
 func (x *PeerAttributeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_knctl_proto_msgTypes[29]
+	mi := &file_knctl_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1994,7 +2234,7 @@ func (x *PeerAttributeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerAttributeRequest.ProtoReflect.Descriptor instead.
 func (*PeerAttributeRequest) Descriptor() ([]byte, []int) {
-	return file_knctl_proto_rawDescGZIP(), []int{29}
+	return file_knctl_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PeerAttributeRequest) GetAttributor() string {
@@ -2149,7 +2389,34 @@ const file_knctl_proto_rawDesc = "" +
 	"\x04mode\x18\x03 \x01(\tR\x04mode\x12\x14\n" +
 	"\x05scope\x18\x04 \x01(\tR\x05scope\"\x1f\n" +
 	"\vSaveRequest\x12\x10\n" +
-	"\x03dir\x18\x01 \x01(\tR\x03dir\"N\n" +
+	"\x03dir\x18\x01 \x01(\tR\x03dir\"\xab\x03\n" +
+	"\fTrainRequest\x12+\n" +
+	"\bexamples\x18\x01 \x03(\v2\x0f.knctl.v1.QueryR\bexamples\x12\x14\n" +
+	"\x05steps\x18\x02 \x01(\x05R\x05steps\x12\x1d\n" +
+	"\n" +
+	"batch_size\x18\x03 \x01(\x05R\tbatchSize\x12#\n" +
+	"\rlearning_rate\x18\x04 \x01(\x01R\flearningRate\x12!\n" +
+	"\fweight_decay\x18\x05 \x01(\x01R\vweightDecay\x12!\n" +
+	"\fwarmup_steps\x18\x06 \x01(\x05R\vwarmupSteps\x12'\n" +
+	"\x0flabel_smoothing\x18\a \x01(\x01R\x0elabelSmoothing\x12\x12\n" +
+	"\x04seed\x18\b \x01(\x03R\x04seed\x12\x1f\n" +
+	"\vtarget_prob\x18\t \x01(\x01R\n" +
+	"targetProb\x12\x1d\n" +
+	"\n" +
+	"eval_every\x18\n" +
+	" \x01(\x05R\tevalEvery\x12\x1b\n" +
+	"\tmask_rate\x18\v \x01(\x01R\bmaskRate\x124\n" +
+	"\reval_examples\x18\f \x03(\v2\x0f.knctl.v1.QueryR\fevalExamples\"\xf9\x01\n" +
+	"\rTrainProgress\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\x05R\x04step\x12\x14\n" +
+	"\x05steps\x18\x02 \x01(\x05R\x05steps\x12\x12\n" +
+	"\x04loss\x18\x03 \x01(\x01R\x04loss\x12\x1c\n" +
+	"\tevaluated\x18\x04 \x01(\bR\tevaluated\x12(\n" +
+	"\x10mean_answer_prob\x18\x05 \x01(\x01R\x0emeanAnswerProb\x12\x1a\n" +
+	"\baccuracy\x18\x06 \x01(\x01R\baccuracy\x12\x18\n" +
+	"\aseconds\x18\a \x01(\x01R\aseconds\x12\x12\n" +
+	"\x04done\x18\b \x01(\bR\x04done\x12\x18\n" +
+	"\astopped\x18\t \x01(\tR\astopped\"N\n" +
 	"\n" +
 	"OptionSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -2201,7 +2468,7 @@ const file_knctl_proto_rawDesc = "" +
 	"\aoptions\x18\x03 \x03(\v2+.knctl.v1.PeerAttributeRequest.OptionsEntryR\aoptions\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\x8e\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xca\x06\n" +
 	"\x05Model\x122\n" +
 	"\x04Load\x12\x15.knctl.v1.LoadRequest\x1a\x13.knctl.v1.ModelInfo\x12,\n" +
 	"\x04Info\x12\x0f.knctl.v1.Empty\x1a\x13.knctl.v1.ModelInfo\x12A\n" +
@@ -2218,7 +2485,8 @@ const file_knctl_proto_rawDesc = "" +
 	"\n" +
 	"ApplyNoise\x12\x13.knctl.v1.NoiseSpec\x1a\x0f.knctl.v1.Empty\x12/\n" +
 	"\vRemoveNoise\x12\x0f.knctl.v1.Empty\x1a\x0f.knctl.v1.Empty\x12.\n" +
-	"\x04Save\x12\x15.knctl.v1.SaveRequest\x1a\x0f.knctl.v1.Empty2\x85\x01\n" +
+	"\x04Save\x12\x15.knctl.v1.SaveRequest\x1a\x0f.knctl.v1.Empty\x12:\n" +
+	"\x05Train\x12\x16.knctl.v1.TrainRequest\x1a\x17.knctl.v1.TrainProgress0\x012\x85\x01\n" +
 	"\n" +
 	"Attributor\x121\n" +
 	"\x04Info\x12\x0f.knctl.v1.Empty\x1a\x18.knctl.v1.AttributorInfo\x12D\n" +
@@ -2238,7 +2506,7 @@ func file_knctl_proto_rawDescGZIP() []byte {
 	return file_knctl_proto_rawDescData
 }
 
-var file_knctl_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_knctl_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_knctl_proto_goTypes = []any{
 	(*Empty)(nil),                // 0: knctl.v1.Empty
 	(*LoadRequest)(nil),          // 1: knctl.v1.LoadRequest
@@ -2263,22 +2531,24 @@ var file_knctl_proto_goTypes = []any{
 	(*UndoEditRequest)(nil),      // 20: knctl.v1.UndoEditRequest
 	(*NoiseSpec)(nil),            // 21: knctl.v1.NoiseSpec
 	(*SaveRequest)(nil),          // 22: knctl.v1.SaveRequest
-	(*OptionSpec)(nil),           // 23: knctl.v1.OptionSpec
-	(*AttributorInfo)(nil),       // 24: knctl.v1.AttributorInfo
-	(*AttributionQuery)(nil),     // 25: knctl.v1.AttributionQuery
-	(*AttributeRequest)(nil),     // 26: knctl.v1.AttributeRequest
-	(*LayerDiagnostics)(nil),     // 27: knctl.v1.LayerDiagnostics
-	(*AttributeResponse)(nil),    // 28: knctl.v1.AttributeResponse
-	(*PeerAttributeRequest)(nil), // 29: knctl.v1.PeerAttributeRequest
-	nil,                          // 30: knctl.v1.LoadRequest.OptionsEntry
-	nil,                          // 31: knctl.v1.ModelInfo.SpecialTokensEntry
-	nil,                          // 32: knctl.v1.AttributeRequest.OptionsEntry
-	nil,                          // 33: knctl.v1.AttributeResponse.ExtraEntry
-	nil,                          // 34: knctl.v1.PeerAttributeRequest.OptionsEntry
+	(*TrainRequest)(nil),         // 23: knctl.v1.TrainRequest
+	(*TrainProgress)(nil),        // 24: knctl.v1.TrainProgress
+	(*OptionSpec)(nil),           // 25: knctl.v1.OptionSpec
+	(*AttributorInfo)(nil),       // 26: knctl.v1.AttributorInfo
+	(*AttributionQuery)(nil),     // 27: knctl.v1.AttributionQuery
+	(*AttributeRequest)(nil),     // 28: knctl.v1.AttributeRequest
+	(*LayerDiagnostics)(nil),     // 29: knctl.v1.LayerDiagnostics
+	(*AttributeResponse)(nil),    // 30: knctl.v1.AttributeResponse
+	(*PeerAttributeRequest)(nil), // 31: knctl.v1.PeerAttributeRequest
+	nil,                          // 32: knctl.v1.LoadRequest.OptionsEntry
+	nil,                          // 33: knctl.v1.ModelInfo.SpecialTokensEntry
+	nil,                          // 34: knctl.v1.AttributeRequest.OptionsEntry
+	nil,                          // 35: knctl.v1.AttributeResponse.ExtraEntry
+	nil,                          // 36: knctl.v1.PeerAttributeRequest.OptionsEntry
 }
 var file_knctl_proto_depIdxs = []int32{
-	30, // 0: knctl.v1.LoadRequest.options:type_name -> knctl.v1.LoadRequest.OptionsEntry
-	31, // 1: knctl.v1.ModelInfo.special_tokens:type_name -> knctl.v1.ModelInfo.SpecialTokensEntry
+	32, // 0: knctl.v1.LoadRequest.options:type_name -> knctl.v1.LoadRequest.OptionsEntry
+	33, // 1: knctl.v1.ModelInfo.special_tokens:type_name -> knctl.v1.ModelInfo.SpecialTokensEntry
 	5,  // 2: knctl.v1.PredictRequest.query:type_name -> knctl.v1.Query
 	6,  // 3: knctl.v1.PredictRequest.interventions:type_name -> knctl.v1.Intervention
 	8,  // 4: knctl.v1.PredictResponse.top:type_name -> knctl.v1.TokenProb
@@ -2286,51 +2556,55 @@ var file_knctl_proto_depIdxs = []int32{
 	5,  // 6: knctl.v1.GradientsRequest.query:type_name -> knctl.v1.Query
 	12, // 7: knctl.v1.GradientsRequest.input_noise:type_name -> knctl.v1.InputNoise
 	16, // 8: knctl.v1.SetValueSlotsRequest.values:type_name -> knctl.v1.Matrix
-	23, // 9: knctl.v1.AttributorInfo.options:type_name -> knctl.v1.OptionSpec
-	5,  // 10: knctl.v1.AttributionQuery.query:type_name -> knctl.v1.Query
-	25, // 11: knctl.v1.AttributeRequest.query:type_name -> knctl.v1.AttributionQuery
-	32, // 12: knctl.v1.AttributeRequest.options:type_name -> knctl.v1.AttributeRequest.OptionsEntry
-	27, // 13: knctl.v1.AttributeResponse.layer_diagnostics:type_name -> knctl.v1.LayerDiagnostics
-	33, // 14: knctl.v1.AttributeResponse.extra:type_name -> knctl.v1.AttributeResponse.ExtraEntry
-	25, // 15: knctl.v1.PeerAttributeRequest.query:type_name -> knctl.v1.AttributionQuery
-	34, // 16: knctl.v1.PeerAttributeRequest.options:type_name -> knctl.v1.PeerAttributeRequest.OptionsEntry
-	1,  // 17: knctl.v1.Model.Load:input_type -> knctl.v1.LoadRequest
-	0,  // 18: knctl.v1.Model.Info:input_type -> knctl.v1.Empty
-	3,  // 19: knctl.v1.Model.Tokenize:input_type -> knctl.v1.TokenizeRequest
-	7,  // 20: knctl.v1.Model.Predict:input_type -> knctl.v1.PredictRequest
-	10, // 21: knctl.v1.Model.Activations:input_type -> knctl.v1.ActivationsRequest
-	13, // 22: knctl.v1.Model.Gradients:input_type -> knctl.v1.GradientsRequest
-	15, // 23: knctl.v1.Model.Embeddings:input_type -> knctl.v1.EmbeddingsRequest
-	17, // 24: knctl.v1.Model.ValueSlots:input_type -> knctl.v1.ValueSlotsRequest
-	18, // 25: knctl.v1.Model.SetValueSlots:input_type -> knctl.v1.SetValueSlotsRequest
-	20, // 26: knctl.v1.Model.UndoEdit:input_type -> knctl.v1.UndoEditRequest
-	21, // 27: knctl.v1.Model.ApplyNoise:input_type -> knctl.v1.NoiseSpec
-	0,  // 28: knctl.v1.Model.RemoveNoise:input_type -> knctl.v1.Empty
-	22, // 29: knctl.v1.Model.Save:input_type -> knctl.v1.SaveRequest
-	0,  // 30: knctl.v1.Attributor.Info:input_type -> knctl.v1.Empty
-	26, // 31: knctl.v1.Attributor.Attribute:input_type -> knctl.v1.AttributeRequest
-	29, // 32: knctl.v1.AttributorSource.Attribute:input_type -> knctl.v1.PeerAttributeRequest
-	2,  // 33: knctl.v1.Model.Load:output_type -> knctl.v1.ModelInfo
-	2,  // 34: knctl.v1.Model.Info:output_type -> knctl.v1.ModelInfo
-	4,  // 35: knctl.v1.Model.Tokenize:output_type -> knctl.v1.TokenizeResponse
-	9,  // 36: knctl.v1.Model.Predict:output_type -> knctl.v1.PredictResponse
-	11, // 37: knctl.v1.Model.Activations:output_type -> knctl.v1.ActivationsResponse
-	14, // 38: knctl.v1.Model.Gradients:output_type -> knctl.v1.GradientsResponse
-	16, // 39: knctl.v1.Model.Embeddings:output_type -> knctl.v1.Matrix
-	16, // 40: knctl.v1.Model.ValueSlots:output_type -> knctl.v1.Matrix
-	19, // 41: knctl.v1.Model.SetValueSlots:output_type -> knctl.v1.EditResponse
-	0,  // 42: knctl.v1.Model.UndoEdit:output_type -> knctl.v1.Empty
-	0,  // 43: knctl.v1.Model.ApplyNoise:output_type -> knctl.v1.Empty
-	0,  // 44: knctl.v1.Model.RemoveNoise:output_type -> knctl.v1.Empty
-	0,  // 45: knctl.v1.Model.Save:output_type -> knctl.v1.Empty
-	24, // 46: knctl.v1.Attributor.Info:output_type -> knctl.v1.AttributorInfo
-	28, // 47: knctl.v1.Attributor.Attribute:output_type -> knctl.v1.AttributeResponse
-	28, // 48: knctl.v1.AttributorSource.Attribute:output_type -> knctl.v1.AttributeResponse
-	33, // [33:49] is the sub-list for method output_type
-	17, // [17:33] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	5,  // 9: knctl.v1.TrainRequest.examples:type_name -> knctl.v1.Query
+	5,  // 10: knctl.v1.TrainRequest.eval_examples:type_name -> knctl.v1.Query
+	25, // 11: knctl.v1.AttributorInfo.options:type_name -> knctl.v1.OptionSpec
+	5,  // 12: knctl.v1.AttributionQuery.query:type_name -> knctl.v1.Query
+	27, // 13: knctl.v1.AttributeRequest.query:type_name -> knctl.v1.AttributionQuery
+	34, // 14: knctl.v1.AttributeRequest.options:type_name -> knctl.v1.AttributeRequest.OptionsEntry
+	29, // 15: knctl.v1.AttributeResponse.layer_diagnostics:type_name -> knctl.v1.LayerDiagnostics
+	35, // 16: knctl.v1.AttributeResponse.extra:type_name -> knctl.v1.AttributeResponse.ExtraEntry
+	27, // 17: knctl.v1.PeerAttributeRequest.query:type_name -> knctl.v1.AttributionQuery
+	36, // 18: knctl.v1.PeerAttributeRequest.options:type_name -> knctl.v1.PeerAttributeRequest.OptionsEntry
+	1,  // 19: knctl.v1.Model.Load:input_type -> knctl.v1.LoadRequest
+	0,  // 20: knctl.v1.Model.Info:input_type -> knctl.v1.Empty
+	3,  // 21: knctl.v1.Model.Tokenize:input_type -> knctl.v1.TokenizeRequest
+	7,  // 22: knctl.v1.Model.Predict:input_type -> knctl.v1.PredictRequest
+	10, // 23: knctl.v1.Model.Activations:input_type -> knctl.v1.ActivationsRequest
+	13, // 24: knctl.v1.Model.Gradients:input_type -> knctl.v1.GradientsRequest
+	15, // 25: knctl.v1.Model.Embeddings:input_type -> knctl.v1.EmbeddingsRequest
+	17, // 26: knctl.v1.Model.ValueSlots:input_type -> knctl.v1.ValueSlotsRequest
+	18, // 27: knctl.v1.Model.SetValueSlots:input_type -> knctl.v1.SetValueSlotsRequest
+	20, // 28: knctl.v1.Model.UndoEdit:input_type -> knctl.v1.UndoEditRequest
+	21, // 29: knctl.v1.Model.ApplyNoise:input_type -> knctl.v1.NoiseSpec
+	0,  // 30: knctl.v1.Model.RemoveNoise:input_type -> knctl.v1.Empty
+	22, // 31: knctl.v1.Model.Save:input_type -> knctl.v1.SaveRequest
+	23, // 32: knctl.v1.Model.Train:input_type -> knctl.v1.TrainRequest
+	0,  // 33: knctl.v1.Attributor.Info:input_type -> knctl.v1.Empty
+	28, // 34: knctl.v1.Attributor.Attribute:input_type -> knctl.v1.AttributeRequest
+	31, // 35: knctl.v1.AttributorSource.Attribute:input_type -> knctl.v1.PeerAttributeRequest
+	2,  // 36: knctl.v1.Model.Load:output_type -> knctl.v1.ModelInfo
+	2,  // 37: knctl.v1.Model.Info:output_type -> knctl.v1.ModelInfo
+	4,  // 38: knctl.v1.Model.Tokenize:output_type -> knctl.v1.TokenizeResponse
+	9,  // 39: knctl.v1.Model.Predict:output_type -> knctl.v1.PredictResponse
+	11, // 40: knctl.v1.Model.Activations:output_type -> knctl.v1.ActivationsResponse
+	14, // 41: knctl.v1.Model.Gradients:output_type -> knctl.v1.GradientsResponse
+	16, // 42: knctl.v1.Model.Embeddings:output_type -> knctl.v1.Matrix
+	16, // 43: knctl.v1.Model.ValueSlots:output_type -> knctl.v1.Matrix
+	19, // 44: knctl.v1.Model.SetValueSlots:output_type -> knctl.v1.EditResponse
+	0,  // 45: knctl.v1.Model.UndoEdit:output_type -> knctl.v1.Empty
+	0,  // 46: knctl.v1.Model.ApplyNoise:output_type -> knctl.v1.Empty
+	0,  // 47: knctl.v1.Model.RemoveNoise:output_type -> knctl.v1.Empty
+	0,  // 48: knctl.v1.Model.Save:output_type -> knctl.v1.Empty
+	24, // 49: knctl.v1.Model.Train:output_type -> knctl.v1.TrainProgress
+	26, // 50: knctl.v1.Attributor.Info:output_type -> knctl.v1.AttributorInfo
+	30, // 51: knctl.v1.Attributor.Attribute:output_type -> knctl.v1.AttributeResponse
+	30, // 52: knctl.v1.AttributorSource.Attribute:output_type -> knctl.v1.AttributeResponse
+	36, // [36:53] is the sub-list for method output_type
+	19, // [19:36] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_knctl_proto_init() }
@@ -2344,7 +2618,7 @@ func file_knctl_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_knctl_proto_rawDesc), len(file_knctl_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

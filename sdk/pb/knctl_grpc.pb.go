@@ -45,6 +45,7 @@ const (
 	Model_ApplyNoise_FullMethodName    = "/knctl.v1.Model/ApplyNoise"
 	Model_RemoveNoise_FullMethodName   = "/knctl.v1.Model/RemoveNoise"
 	Model_Save_FullMethodName          = "/knctl.v1.Model/Save"
+	Model_Train_FullMethodName         = "/knctl.v1.Model/Train"
 )
 
 // ModelClient is the client API for Model service.
@@ -67,6 +68,9 @@ type ModelClient interface {
 	ApplyNoise(ctx context.Context, in *NoiseSpec, opts ...grpc.CallOption) (*Empty, error)
 	RemoveNoise(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*Empty, error)
 	Save(ctx context.Context, in *SaveRequest, opts ...grpc.CallOption) (*Empty, error)
+	// Train trains the loaded weights on examples, streaming progress; the
+	// last message has done = true. Optional: UNIMPLEMENTED if unsupported.
+	Train(ctx context.Context, in *TrainRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TrainProgress], error)
 }
 
 type modelClient struct {
@@ -207,6 +211,25 @@ func (c *modelClient) Save(ctx context.Context, in *SaveRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *modelClient) Train(ctx context.Context, in *TrainRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TrainProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Model_ServiceDesc.Streams[0], Model_Train_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TrainRequest, TrainProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Model_TrainClient = grpc.ServerStreamingClient[TrainProgress]
+
 // ModelServer is the server API for Model service.
 // All implementations must embed UnimplementedModelServer
 // for forward compatibility.
@@ -227,6 +250,9 @@ type ModelServer interface {
 	ApplyNoise(context.Context, *NoiseSpec) (*Empty, error)
 	RemoveNoise(context.Context, *Empty) (*Empty, error)
 	Save(context.Context, *SaveRequest) (*Empty, error)
+	// Train trains the loaded weights on examples, streaming progress; the
+	// last message has done = true. Optional: UNIMPLEMENTED if unsupported.
+	Train(*TrainRequest, grpc.ServerStreamingServer[TrainProgress]) error
 	mustEmbedUnimplementedModelServer()
 }
 
@@ -275,6 +301,9 @@ func (UnimplementedModelServer) RemoveNoise(context.Context, *Empty) (*Empty, er
 }
 func (UnimplementedModelServer) Save(context.Context, *SaveRequest) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method Save not implemented")
+}
+func (UnimplementedModelServer) Train(*TrainRequest, grpc.ServerStreamingServer[TrainProgress]) error {
+	return status.Error(codes.Unimplemented, "method Train not implemented")
 }
 func (UnimplementedModelServer) mustEmbedUnimplementedModelServer() {}
 func (UnimplementedModelServer) testEmbeddedByValue()               {}
@@ -531,6 +560,17 @@ func _Model_Save_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Model_Train_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(TrainRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ModelServer).Train(m, &grpc.GenericServerStream[TrainRequest, TrainProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Model_TrainServer = grpc.ServerStreamingServer[TrainProgress]
+
 // Model_ServiceDesc is the grpc.ServiceDesc for Model service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -591,7 +631,13 @@ var Model_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Model_Save_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Train",
+			Handler:       _Model_Train_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "knctl.proto",
 }
 

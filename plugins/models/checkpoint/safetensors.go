@@ -7,9 +7,9 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"sort"
 
+	"github.com/knctl/knctl/internal/atomicfile"
 	"github.com/knctl/knctl/sdk"
 )
 
@@ -207,7 +207,7 @@ type WriteTensor struct {
 // WriteSafetensors writes tensors to path atomically (a temporary file in
 // the same directory, renamed into place), so a failure never leaves a
 // partial file behind.
-func WriteSafetensors(path string, tensors []WriteTensor, metadata map[string]string) (err error) {
+func WriteSafetensors(path string, tensors []WriteTensor, metadata map[string]string) error {
 	sorted := append([]WriteTensor(nil), tensors...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
 	header := make(map[string]any, len(sorted)+1)
@@ -235,34 +235,20 @@ func WriteSafetensors(path string, tensors []WriteTensor, metadata map[string]st
 	for len(hdr)%8 != 0 {
 		hdr = append(hdr, ' ')
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
+	return atomicfile.Write(path, func(w io.Writer) error {
+		var lenBuf [8]byte
+		binary.LittleEndian.PutUint64(lenBuf[:], uint64(len(hdr)))
+		if _, err := w.Write(lenBuf[:]); err != nil {
+			return err
 		}
-	}()
-	var lenBuf [8]byte
-	binary.LittleEndian.PutUint64(lenBuf[:], uint64(len(hdr)))
-	if _, err = tmp.Write(lenBuf[:]); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err = tmp.Write(hdr); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	for _, t := range sorted {
-		if _, err = tmp.Write(t.Data); err != nil {
-			return fmt.Errorf("write %s: %w", path, err)
+		if _, err := w.Write(hdr); err != nil {
+			return err
 		}
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+		for _, t := range sorted {
+			if _, err := w.Write(t.Data); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

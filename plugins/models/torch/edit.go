@@ -9,6 +9,7 @@ import (
 
 	"github.com/sugarme/gotch/ts"
 
+	"github.com/knctl/knctl/internal/atomicfile"
 	"github.com/knctl/knctl/plugins/models/checkpoint"
 	"github.com/knctl/knctl/sdk"
 )
@@ -173,32 +174,16 @@ func SaveCheckpoint(dir, srcDir string, st *Store, hfNames map[string]string, fi
 	return checkpoint.WriteSafetensors(filepath.Join(dir, "model.safetensors"), tensors, map[string]string{"format": "pt"})
 }
 
-func copyFile(src, dst string) (err error) {
+func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("copy %s: %w", src, err)
 	}
 	defer in.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".tmp-"+filepath.Base(dst)+"-*")
-	if err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = io.Copy(tmp, in); err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	if err = os.Rename(tmp.Name(), dst); err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	return nil
+	return atomicfile.Write(dst, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	})
 }
 
 func f32le(v []float32) []byte {
