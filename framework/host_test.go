@@ -240,3 +240,31 @@ func alive(pid int) bool {
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	return len(f) > 0 && f[0] != "Z"
 }
+
+// TestNoiseGradThroughPlugins runs NoiseGrad as a plugin whose base method
+// (ig, another plugin) the host runs on the same model plugin.
+func TestNoiseGradThroughPlugins(t *testing.T) {
+	ctx := context.Background()
+	testbin.Build(t, "./plugins/noisegrad/cmd/knctl-attributor-noisegrad")
+	h := NewHost([]string{pluginDir(t)})
+	defer h.Close()
+	m, err := h.OpenModel(ctx, "toy", "toy", nil)
+	require.NoError(t, err)
+	ng, err := h.OpenAttributor(ctx, "noisegrad")
+	require.NoError(t, err)
+	igA, err := h.OpenAttributor(ctx, "ig")
+	require.NoError(t, err)
+	q := sdk.AttributionQuery{Query: sdk.Query{Prompt: "the capital of france is", Answer: "paris"}}
+	base, err := igA.Attribute(ctx, m, q, sdk.Options{Values: map[string]string{"steps": "6"}})
+	require.NoError(t, err)
+	peers := h.NewPeers(m)
+	res, err := ng.Attribute(ctx, m, q, sdk.Options{Values: map[string]string{"sigma": "0", "n": "2", "base.steps": "6"}, Peers: peers})
+	require.NoError(t, err)
+	assert.Equal(t, base.Scores, res.Scores)
+	noisy, err := ng.Attribute(ctx, m, q, sdk.Options{Values: map[string]string{"sigma": "0.1", "n": "2", "base.steps": "6"}, Peers: peers})
+	require.NoError(t, err)
+	assert.NotEqual(t, base.Scores, noisy.Scores)
+	after, err := igA.Attribute(ctx, m, q, sdk.Options{Values: map[string]string{"steps": "6"}})
+	require.NoError(t, err)
+	assert.Equal(t, base.Scores, after.Scores, "the model plugin's weights are restored")
+}

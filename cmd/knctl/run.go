@@ -221,6 +221,10 @@ func (r *runReport) FactDone(res *framework.FactResult, err error, id string) {
 		r.progress.step(fmt.Sprintf("fact %s failed: %v", id, err))
 		return
 	}
+	if res == nil {
+		r.progress.step("fact " + id + " done")
+		return
+	}
 	if r.silent {
 		// nothing: the caller reports
 	} else if r.json {

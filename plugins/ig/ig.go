@@ -33,6 +33,8 @@ var optionSpecs = []sdk.OptionSpec{
 	{Name: "quadrature", Default: string(Right), Help: "right (Dai et al. eq. 3), left (their released code), midpoint, trapezoid, eleutherai (linspace(0,1,m), sum/m), gauss-legendre"},
 	{Name: "baseline", Default: "zero", Help: "zero, or a JSON file with one activation vector per layer: [[...], ...] or {\"LAYER\": [...]}"},
 	{Name: "batch", Default: "0", Help: "alphas per model request (0: all m, plus the path's end points, in one request)"},
+	{Name: "input-noise", Default: "0", Help: "standard deviation of Gaussian noise added to the input embeddings (FusionGrad's input samples; 0: none)"},
+	{Name: "input-noise-seed", Default: "0", Help: "seed of the input noise"},
 }
 
 // Attributor computes integrated gradients. The zero value is ready to use.
@@ -56,6 +58,7 @@ type config struct {
 	rule      Rule
 	baselines map[int][]float32 // nil: zero
 	batch     int
+	noise     *sdk.InputNoise
 }
 
 func parseOptions(opts sdk.Options) (config, error) {
@@ -75,6 +78,20 @@ func parseOptions(opts sdk.Options) (config, error) {
 	}
 	if c.batch < 0 {
 		return c, sdk.InvalidInputf("option batch=%d: expected >= 0", c.batch)
+	}
+	sigma, err := opts.Float("input-noise", 0)
+	if err != nil {
+		return c, err
+	}
+	if sigma < 0 {
+		return c, sdk.InvalidInputf("option input-noise=%g: expected >= 0", sigma)
+	}
+	seed, err := opts.Int("input-noise-seed", 0)
+	if err != nil {
+		return c, err
+	}
+	if sigma > 0 {
+		c.noise = &sdk.InputNoise{Sigma: sigma, Seed: int64(seed)}
 	}
 	if b := opts.String("baseline", "zero"); b != "zero" {
 		if c.baselines, err = readBaselines(b); err != nil {
@@ -163,7 +180,7 @@ func (Attributor) Attribute(ctx context.Context, model sdk.Model, q sdk.Attribut
 			}
 			base = v
 		}
-		g, err := gradients(ctx, model, q.Query, l, hook, full, base, c.batch)
+		g, err := gradients(ctx, model, gradRequest{q: q.Query, layer: l, hook: hook, base: base, noise: c.noise}, full, c.batch)
 		if err != nil {
 			return nil, fmt.Errorf("ig: layer %d: %w", l, err)
 		}
@@ -202,9 +219,18 @@ func (Attributor) Attribute(ctx context.Context, model sdk.Model, q sdk.Attribut
 	return out, nil
 }
 
+// gradRequest is what stays the same across a layer's gradient requests.
+type gradRequest struct {
+	q     sdk.Query
+	layer int
+	hook  sdk.Hook
+	base  []float32
+	noise *sdk.InputNoise
+}
+
 // gradients asks the model for the alphas in batches of at most batch (0:
 // one request).
-func gradients(ctx context.Context, m sdk.Model, q sdk.Query, layer int, hook sdk.Hook, alphas []float64, base []float32, batch int) (sdk.Gradients, error) {
+func gradients(ctx context.Context, m sdk.Model, r gradRequest, alphas []float64, batch int) (sdk.Gradients, error) {
 	if batch <= 0 {
 		batch = len(alphas)
 	}
@@ -215,7 +241,7 @@ func gradients(ctx context.Context, m sdk.Model, q sdk.Query, layer int, hook sd
 		for i := range a {
 			a[i] = float32(alphas[lo+i])
 		}
-		g, err := m.Gradients(ctx, sdk.GradientsRequest{Query: q, Layer: layer, Hook: hook, Alphas: a, Baseline: base})
+		g, err := m.Gradients(ctx, sdk.GradientsRequest{Query: r.q, Layer: r.layer, Hook: r.hook, Alphas: a, Baseline: r.base, InputNoise: r.noise})
 		if err != nil {
 			return out, err
 		}

@@ -252,23 +252,40 @@ func Model(t *testing.T, m sdk.Model, c ModelCase) {
 	})
 }
 
+// Option adjusts the attributor checks.
+type Option func(*attrConfig)
+
+type attrConfig struct {
+	peers func(sdk.Model) sdk.AttributorSource
+}
+
+// WithPeers gives methods that wrap a base method (sdk.Options.Peers) an
+// attributor source over the model under test.
+func WithPeers(peers func(sdk.Model) sdk.AttributorSource) Option {
+	return func(c *attrConfig) { c.peers = peers }
+}
+
 // AttributorPlugin launches the attributor plugin binary at path and runs
 // Attributor on it, lending it a toy model through the plugin broker.
-func AttributorPlugin(t *testing.T, path string) {
+func AttributorPlugin(t *testing.T, path string, opts ...Option) {
 	t.Helper()
 	proc, err := sdk.Launch(context.Background(), path, sdk.KindAttributor, sdk.LaunchOptions{CallTimeout: 5 * time.Minute, Stderr: os.Stderr})
 	require.NoError(t, err)
 	t.Cleanup(proc.Close)
 	a := proc.Attributor()
 	require.NotNil(t, a, "plugin %s did not dispense an attributor", path)
-	Attributor(t, a)
+	Attributor(t, a, opts...)
 }
 
 // Attributor checks an attribution method on a toy model whose weights it
 // knows: results have the right shape, are deterministic, honour the layer
 // selection, do not leave the model changed, and reject bad input.
-func Attributor(t *testing.T, a sdk.Attributor) {
+func Attributor(t *testing.T, a sdk.Attributor, opts ...Option) {
 	t.Helper()
+	var cfg attrConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 	ctx := context.Background()
 	info, err := a.Info(ctx)
 	require.NoError(t, err)
@@ -279,10 +296,17 @@ func Attributor(t *testing.T, a sdk.Attributor) {
 	}
 	toy := sdktest.NewToy(3, 16, 32, 11)
 	q := sdk.AttributionQuery{Query: sdk.Query{Prompt: "the capital of france is", Answer: "paris"}}
+	options := func(values map[string]string) sdk.Options {
+		o := sdk.Options{Values: values}
+		if cfg.peers != nil {
+			o.Peers = cfg.peers(toy)
+		}
+		return o
+	}
 	before, err := toy.Predict(ctx, sdk.PredictRequest{Query: q.Query, TopK: 3})
 	require.NoError(t, err)
 
-	res, err := a.Attribute(ctx, toy, q, sdk.Options{})
+	res, err := a.Attribute(ctx, toy, q, options(nil))
 	require.NoError(t, err)
 	require.Equal(t, []int{0, 1, 2}, res.Layers)
 	require.Len(t, res.Scores, 3)
@@ -292,11 +316,11 @@ func Attributor(t *testing.T, a sdk.Attributor) {
 			require.False(t, math.IsNaN(float64(x)) || math.IsInf(float64(x), 0), "finite scores")
 		}
 	}
-	again, err := a.Attribute(ctx, toy, q, sdk.Options{})
+	again, err := a.Attribute(ctx, toy, q, options(nil))
 	require.NoError(t, err)
 	assert.Equal(t, res.Scores, again.Scores, "deterministic")
 
-	sub, err := a.Attribute(ctx, toy, sdk.AttributionQuery{Query: q.Query, Layers: []int{2}}, sdk.Options{})
+	sub, err := a.Attribute(ctx, toy, sdk.AttributionQuery{Query: q.Query, Layers: []int{2}}, options(nil))
 	require.NoError(t, err)
 	require.Equal(t, []int{2}, sub.Layers)
 	assert.InDeltaSlice(t, toF64(res.Scores[2]), toF64(sub.Scores[0]), 1e-6, "layer subset gives the same scores")
@@ -305,11 +329,11 @@ func Attributor(t *testing.T, a sdk.Attributor) {
 	require.NoError(t, err)
 	assert.Equal(t, before, after, "the model is left as it was")
 
-	_, err = a.Attribute(ctx, toy, sdk.AttributionQuery{Query: q.Query, Layers: []int{9}}, sdk.Options{})
+	_, err = a.Attribute(ctx, toy, sdk.AttributionQuery{Query: q.Query, Layers: []int{9}}, options(nil))
 	assert.ErrorIs(t, err, sdk.ErrInvalidInput, "layer out of range")
-	_, err = a.Attribute(ctx, toy, sdk.AttributionQuery{Query: sdk.Query{Prompt: "x"}}, sdk.Options{})
+	_, err = a.Attribute(ctx, toy, sdk.AttributionQuery{Query: sdk.Query{Prompt: "x"}}, options(nil))
 	assert.ErrorIs(t, err, sdk.ErrInvalidInput, "no answer")
-	_, err = a.Attribute(ctx, toy, q, sdk.Options{Values: map[string]string{"no-such-option": "1"}})
+	_, err = a.Attribute(ctx, toy, q, options(map[string]string{"no-such-option": "1"}))
 	assert.ErrorIs(t, err, sdk.ErrInvalidInput, "unknown option")
 }
 

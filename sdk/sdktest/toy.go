@@ -112,12 +112,19 @@ func (m *Toy) encode(q sdk.Query, needAnswer bool) (prompt, answer []int, err er
 	return prompt, answer, nil
 }
 
-// forward returns pre and post activations per layer and the embedding.
-func (m *Toy) forward(prompt []int) (pre, post [][]float64) {
+// forward returns pre and post activations per layer, with Gaussian noise
+// on the input embedding when noise is set.
+func (m *Toy) forward(prompt []int, noise ...*sdk.InputNoise) (pre, post [][]float64) {
 	e := make([]float64, m.V)
 	for _, id := range prompt {
 		for j := range e {
 			e[j] += m.E[id][j]
+		}
+	}
+	if len(noise) > 0 && noise[0] != nil && noise[0].Sigma > 0 {
+		r := rand.New(rand.NewPCG(uint64(noise[0].Seed), 0x696e707574))
+		for j := range e {
+			e[j] += noise[0].Sigma * r.NormFloat64()
 		}
 	}
 	for l := 0; l < m.L; l++ {
@@ -307,7 +314,7 @@ func (m *Toy) Gradients(_ context.Context, req sdk.GradientsRequest) (sdk.Gradie
 	if req.Baseline != nil && len(req.Baseline) != m.F {
 		return sdk.Gradients{}, sdk.InvalidInputf("baseline: %d values; expected %d", len(req.Baseline), m.F)
 	}
-	pre, post := m.forward(prompt)
+	pre, post := m.forward(prompt, req.InputNoise)
 	l := req.Layer
 	w := post[l]
 	if hook == sdk.HookPre {
