@@ -12,5 +12,6 @@ go build -ldflags "-X main.version=$VERSION" -o bin/knctl ./cmd/knctl
 mkdir -p bin/plugins
 go build -o bin/plugins/ \
   ./plugins/models/gpt2/cmd/knctl-model-gpt2 \
-  ./plugins/ig/cmd/knctl-attributor-ig
+  ./plugins/ig/cmd/knctl-attributor-ig \
+  ./plugins/noisegrad/cmd/knctl-attributor-noisegrad
 ls bin/plugins
