@@ -298,4 +298,3 @@ func nonNil(v []Neuron) []Neuron {
 	}
 	return v
 }
-

@@ -268,3 +268,5 @@ func less(a, b Neuron) bool {
 }
 
 func sortNeurons(v []Neuron) { sort.Slice(v, func(i, j int) bool { return less(v[i], v[j]) }) }
+
+func sortStrings(v []string) { sort.Strings(v) }

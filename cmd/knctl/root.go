@@ -71,7 +71,7 @@ Exit status: 0 success, 1 failure, 2 bad input or usage, 130 interrupted.`,
 	pf.Bool("quiet", false, "print no progress information")
 	a.root.SetOut(a.out)
 	a.root.SetErr(a.errOut)
-	a.root.AddCommand(a.versionCmd(), a.pluginsCmd(), a.predictCmd(), a.activationsCmd(), a.attributeCmd(), a.runCmd(), a.benchCmd(), a.factworldCmd(), a.compareCmd())
+	a.root.AddCommand(a.versionCmd(), a.pluginsCmd(), a.predictCmd(), a.activationsCmd(), a.attributeCmd(), a.runCmd(), a.benchCmd(), a.factworldCmd(), a.compareCmd(), a.editCmd(), a.evalCmd())
 	a.collectKnown(a.root)
 	return a
 }
