@@ -12,6 +12,7 @@ go build -ldflags "-X main.version=$VERSION" -o bin/knctl ./cmd/knctl
 mkdir -p bin/plugins
 go build -o bin/plugins/ \
   ./plugins/models/gpt2/cmd/knctl-model-gpt2 \
+  ./plugins/models/bert/cmd/knctl-model-bert \
   ./plugins/ig/cmd/knctl-attributor-ig \
   ./plugins/noisegrad/cmd/knctl-attributor-noisegrad
 ls bin/plugins
