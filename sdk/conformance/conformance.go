@@ -155,7 +155,7 @@ func Model(t *testing.T, m sdk.Model, c ModelCase) {
 	})
 
 	t.Run("interventions", func(t *testing.T) {
-		a, err := m.Activations(ctx, sdk.ActivationsRequest{Query: sdk.Query{Prompt: c.Prompt}, Layers: []int{last}})
+		a, err := m.Activations(ctx, sdk.ActivationsRequest{Query: q, Layers: []int{last}})
 		require.NoError(t, err)
 		same, err := m.Predict(ctx, sdk.PredictRequest{Query: q, Interventions: []sdk.Intervention{
 			{Layer: 0, Neuron: 0, Hook: sdk.HookPost, Op: sdk.OpScale, Value: 1},
