@@ -14,8 +14,9 @@ type modelServer struct {
 	pb.UnimplementedModelServer
 	load Loader
 
-	mu    sync.Mutex
-	model Model
+	mu     sync.Mutex
+	model  Model
+	thread *lockedThread
 }
 
 func (s *modelServer) get() (Model, error) {
@@ -34,10 +35,16 @@ func (s *modelServer) Load(ctx context.Context, req *pb.LoadRequest) (*pb.ModelI
 	if s.load == nil {
 		return nil, toStatus(errors.New("this model service was lent by the host and is already loaded"))
 	}
-	m, err := s.load(ctx, LoadRequest{Checkpoint: req.Checkpoint, Options: req.Options})
+	if s.thread == nil {
+		s.thread = newLockedThread()
+	}
+	loaded, err := onThread(s.thread, func() (Model, error) {
+		return s.load(ctx, LoadRequest{Checkpoint: req.Checkpoint, Options: req.Options})
+	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	m := &lockedModel{m: loaded, t: s.thread}
 	info, err := m.Info(ctx)
 	if err != nil {
 		return nil, toStatus(err)

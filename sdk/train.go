@@ -71,6 +71,9 @@ func (s *modelServer) Train(req *pb.TrainRequest, stream pb.Model_TrainServer) e
 		return toStatus(err)
 	}
 	tr, ok := m.(Trainer)
+	if lm, locked := m.(*lockedModel); locked {
+		_, ok = lm.m.(Trainer)
+	}
 	if !ok {
 		return status.Error(codes.Unimplemented, ErrNoTraining.Error())
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -72,14 +73,14 @@ in DIR/MODEL/train_log.csv and train_loss.png and the settings in train.json.
 Training stops early once the mean answer probability on the training prompts
 reaches --target-prob: label smoothing and early stopping keep the model's
 confidence realistic (a model that puts 0.99999 on every answer hides every
-effect of suppression behind a saturated softmax). With --threads 1 (the
-default) a run is deterministic.`,
+effect of suppression behind a saturated softmax). A run is deterministic: the
+same settings give bit-identical weights, whatever --threads is.`,
 		Example: `  knctl factworld train --model gpt2`,
 		Args:    cobra.NoArgs,
 		RunE:    a.runFactworldTrain,
 	}
 	c.Flags().String("model", "gpt2", "model plugin: gpt2 or bert")
-	c.Flags().Int("threads", 1, "libtorch threads (1 is deterministic)")
+	c.Flags().Int("threads", 0, "threads (0: all CPUs; results are the same for any count)")
 	c.Flags().Int("steps", 3000, "optimizer steps (at most)")
 	c.Flags().Int("batch", 32, "examples per step")
 	c.Flags().Float64("lr", 1e-3, "peak learning rate")
@@ -117,8 +118,12 @@ func (a *app) runFactworldTrain(cmd *cobra.Command, _ []string) error {
 	h.CallTimeout = 0 // training is one long call
 	defer h.Close()
 	seed := a.v.GetInt64("seed")
+	threads := a.v.GetInt("threads")
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
 	m, err := h.OpenModel(ctx, arch, skeleton, map[string]string{
-		"init": "random", "seed": fmt.Sprint(seed), "threads": fmt.Sprint(max(a.v.GetInt("threads"), 1)),
+		"init": "random", "seed": fmt.Sprint(seed), "threads": fmt.Sprint(threads),
 	})
 	if err != nil {
 		return err
