@@ -281,6 +281,7 @@ change of the logit margin over the runner-up.`,
 	c.Flags().Float64("p", 0.7, "as knctl run")
 	c.Flags().Int("min-count", 3, "as knctl run")
 	c.Flags().Bool("strict", false, "as knctl run")
+	c.Flags().Bool("adaptive-p", false, "as knctl run")
 	return c
 }
 
@@ -386,7 +387,7 @@ func (a *app) evalWorldModel(ctx context.Context, w *factworld.World, dir, arch 
 	sample := framework.SampleFacts(all, a.v.GetInt("sample"), seed)
 	cfg := framework.RunConfig{
 		Model: arch, Checkpoint: ckpt, ModelOptions: modelOpts, Attributor: "ig", AttributorOptions: opts,
-		Layers: layers, Hook: hook, Rules: rules, Workers: 1,
+		Layers: layers, Hook: hook, Rules: rules, Workers: 1, AdaptiveP: a.v.GetBool("adaptive-p"),
 		Progress: &runReport{progress: newProgress(a.errOut, a.v.GetBool("quiet"), arch+" facts"), a: a, json: true, silent: true},
 	}
 	sum, err := h.Run(ctx, cfg, sample)
