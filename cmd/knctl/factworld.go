@@ -66,7 +66,7 @@ func (a *app) factworldTrainCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "train",
 		Short: "Train a small GPT-2 or BERT on the world's seen templates and save it in DIR/MODEL",
-		Long: `Train a model of the world's architecture (4 layers, width 128, FFN 512) from
+		Long: `Train a model of the given shape (default 4 layers, width 128, FFN 512) from
 random weights on the seen templates' sentences with AdamW, then save it as a
 HuggingFace checkpoint in DIR/MODEL (replaced atomically), with the loss curve
 in DIR/MODEL/train_log.csv and train_loss.png and the settings in train.json.
@@ -91,6 +91,10 @@ same settings give bit-identical weights, whatever --threads is.`,
 	c.Flags().Int("eval-every", 100, "evaluate every so many steps")
 	c.Flags().Float64("mask-rate", 0.15, "BERT: share of other tokens masked too")
 	c.Flags().Int64("seed", 1, "seed of the initial weights and the batch order")
+	c.Flags().Int("layers", factworld.DefaultArch.Layers, "transformer layers")
+	c.Flags().Int("hidden", factworld.DefaultArch.Hidden, "hidden size")
+	c.Flags().Int("heads", factworld.DefaultArch.Heads, "attention heads")
+	c.Flags().Int("ffn", factworld.DefaultArch.FFN, "FFN width (neurons per layer)")
 	return c
 }
 
@@ -111,7 +115,8 @@ func (a *app) runFactworldTrain(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer os.RemoveAll(skeleton)
-	if err := w.WriteSkeleton(skeleton, arch); err != nil {
+	shape := factworld.Arch{Layers: a.v.GetInt("layers"), Hidden: a.v.GetInt("hidden"), Heads: a.v.GetInt("heads"), FFN: a.v.GetInt("ffn")}
+	if err := w.WriteSkeleton(skeleton, arch, shape); err != nil {
 		return err
 	}
 	h := a.host()

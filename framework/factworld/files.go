@@ -11,15 +11,17 @@ import (
 	"github.com/sugarme/tokenizer/pretokenizer"
 )
 
-// Architecture of the world's models: small enough to train on two CPU
-// cores in minutes, big enough to hold a few hundred facts.
-const (
-	Layers       = 4
-	Hidden       = 128
-	Heads        = 4
-	FFN          = 512
-	MaxPositions = 64
-)
+// Arch is the shape of a world model.
+type Arch struct {
+	Layers, Hidden, Heads, FFN int
+}
+
+// DefaultArch is small enough to train on two CPU cores in minutes and big
+// enough to hold the world's facts.
+var DefaultArch = Arch{Layers: 4, Hidden: 128, Heads: 4, FFN: 512}
+
+// MaxPositions bounds the world's sentences (they have at most ~15 tokens).
+const MaxPositions = 64
 
 // EndOfText is the GPT-2 special token.
 const EndOfText = "<|endoftext|>"
@@ -149,15 +151,18 @@ func (w *World) BERTVocab() []string {
 	return vocab
 }
 
-// WriteSkeleton writes, for arch "gpt2" or "bert", the config.json and
-// tokenizer files of an untrained model of the world's architecture:
-// what a model plugin loads with init=random before training.
-func (w *World) WriteSkeleton(dir, arch string) error {
+// WriteSkeleton writes, for model "gpt2" or "bert", the config.json and
+// tokenizer files of an untrained model of shape a: what a model plugin
+// loads with init=random before training.
+func (w *World) WriteSkeleton(dir, model string, a Arch) error {
+	if a.Layers < 1 || a.Hidden < 1 || a.Heads < 1 || a.FFN < 1 || a.Hidden%a.Heads != 0 {
+		return fmt.Errorf("fact world: model shape %+v: expected positive sizes with hidden divisible by heads", a)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	files := map[string]any{}
-	switch arch {
+	switch model {
 	case "gpt2":
 		vocab, merges := w.GPT2Vocab()
 		eos := vocab[EndOfText]
@@ -171,7 +176,7 @@ func (w *World) WriteSkeleton(dir, arch string) error {
 		files["config.json"] = map[string]any{
 			"model_type": "gpt2", "architectures": []string{"GPT2LMHeadModel"},
 			"vocab_size": len(vocab), "n_positions": MaxPositions, "n_ctx": MaxPositions,
-			"n_embd": Hidden, "n_layer": Layers, "n_head": Heads, "n_inner": FFN,
+			"n_embd": a.Hidden, "n_layer": a.Layers, "n_head": a.Heads, "n_inner": a.FFN,
 			"activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
 			"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "initializer_range": 0.02,
 			"scale_attn_weights": true, "tie_word_embeddings": true, "use_cache": true,
@@ -188,8 +193,8 @@ func (w *World) WriteSkeleton(dir, arch string) error {
 		files["vocab.txt"] = strings.Join(vocab, "\n") + "\n"
 		files["config.json"] = map[string]any{
 			"model_type": "bert", "architectures": []string{"BertForMaskedLM"},
-			"vocab_size": len(vocab), "hidden_size": Hidden, "num_hidden_layers": Layers,
-			"num_attention_heads": Heads, "intermediate_size": FFN, "hidden_act": "gelu",
+			"vocab_size": len(vocab), "hidden_size": a.Hidden, "num_hidden_layers": a.Layers,
+			"num_attention_heads": a.Heads, "intermediate_size": a.FFN, "hidden_act": "gelu",
 			"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
 			"max_position_embeddings": MaxPositions, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
 			"initializer_range": 0.02, "pad_token_id": 0, "position_embedding_type": "absolute",
@@ -203,7 +208,7 @@ func (w *World) WriteSkeleton(dir, arch string) error {
 			"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]",
 		}
 	default:
-		return fmt.Errorf("fact world: no model architecture %q (expected gpt2 or bert)", arch)
+		return fmt.Errorf("fact world: no model %q (expected gpt2 or bert)", model)
 	}
 	for name, v := range files {
 		var b []byte
