@@ -60,6 +60,7 @@ tokenizer in testdata/gpt2-tokenizer with random weights (init=random).`,
 	modelFlags(c)
 	c.Flags().Int("prompts", 4, "prompts per fact for the timing")
 	c.Flags().Int("table-prompts", 2, "prompts for the quadrature table (0: no table)")
+	c.Flags().Int("noisegrad", 0, "also time a fact with NoiseGrad over ig with this many noise samples (0: skip)")
 	return c
 }
 
@@ -80,6 +81,8 @@ type benchResult struct {
 	BoundaryShare   float64       `json:"boundary_share"`
 	Passes          int64         `json:"passes"`
 	Quadrature      []benchRow    `json:"quadrature,omitempty"`
+	NoiseGradN      int           `json:"noisegrad_n,omitempty"`
+	NoiseGradFact   float64       `json:"noisegrad_seconds_per_fact,omitempty"`
 	GaussLegendreTo int           `json:"gauss_legendre_steps_to_match_right20,omitempty"`
 }
 
@@ -126,6 +129,22 @@ func (a *app) runBench(cmd *cobra.Command, _ []string) error {
 	out.SecondsPerFact = wall.Seconds()
 	out.BoundaryShare = 1 - out.ModelSeconds/out.SecondsPerFact
 
+	if n := a.v.GetInt("noisegrad"); n > 0 {
+		ng, err := h.OpenAttributor(ctx, "noisegrad")
+		if err != nil {
+			return err
+		}
+		peers := h.NewPeers(m)
+		start := time.Now()
+		for _, p := range benchPrompts[:nPrompts] {
+			q := sdk.AttributionQuery{Query: sdk.Query{Prompt: p, Answer: benchTarget}}
+			if _, err := ng.Attribute(ctx, m, q, sdk.Options{Values: map[string]string{"n": fmt.Sprint(n), "base.steps": "20"}, Peers: peers}); err != nil {
+				return err
+			}
+		}
+		out.NoiseGradN, out.NoiseGradFact = n, time.Since(start).Seconds()
+	}
+
 	var right20 float64
 	for _, r := range benchRules {
 		for _, steps := range r.steps {
@@ -170,6 +189,9 @@ func (a *app) runBench(cmd *cobra.Command, _ []string) error {
 		nPrompts, info.Layers, out.SecondsPerFact, out.Passes)
 	fmt.Fprintf(a.out, "model computation %.2f s; crossing the plugin boundary and attributor work %.3f s = %.1f%% of the time\n",
 		out.ModelSeconds, out.SecondsPerFact-out.ModelSeconds, 100*out.BoundaryShare)
+	if out.NoiseGradN > 0 {
+		fmt.Fprintf(a.out, "noisegrad (N=%d over ig, 20 steps): %.2f s per fact = %.2f x ig\n", out.NoiseGradN, out.NoiseGradFact, out.NoiseGradFact/out.SecondsPerFact)
+	}
 	if len(out.Quadrature) == 0 {
 		return nil
 	}

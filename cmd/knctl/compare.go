@@ -47,11 +47,7 @@ knctl run (--threshold, --p, --min-count; with one prompt the coarse neurons).`,
 	c.Flags().String("csv", "", "CSV file of the table, for plotting")
 	c.Flags().String("layers", "", "layers to attribute (default: all)")
 	c.Flags().String("hook", "post", "post or pre")
-	c.Flags().String("threshold-mode", "relative", "as knctl run")
-	c.Flags().Float64("threshold", 0.2, "as knctl run")
-	c.Flags().Float64("p", 0.7, "as knctl run")
-	c.Flags().Int("min-count", 3, "as knctl run")
-	c.Flags().Bool("strict", false, "as knctl run")
+	ruleFlags(c)
 	return c
 }
 
@@ -95,12 +91,12 @@ func (a *app) runCompare(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	rules := framework.Rules{
-		Mode: framework.ThresholdMode(a.v.GetString("threshold-mode")), Threshold: a.v.GetFloat64("threshold"),
-		P: a.v.GetFloat64("p"), MinCount: a.v.GetInt("min-count"), Strict: a.v.GetBool("strict"),
-	}
-	if err := rules.Validate(); err != nil {
+	rules, err := a.rules()
+	if err != nil {
 		return err
+	}
+	if a.v.GetBool("adaptive-p") {
+		return usageErr("--adaptive-p: compare uses one p for every method and budget")
 	}
 	h := a.host()
 	defer h.Close()

@@ -281,12 +281,7 @@ change of the logit margin over the runner-up.`,
 	c.Flags().Int("threads", 0, "libtorch threads (0: all CPUs)")
 	c.Flags().Int64("seed", 1, "seed of the sample and the random control")
 	attributionFlags(c)
-	c.Flags().String("threshold-mode", "relative", "as knctl run")
-	c.Flags().Float64("threshold", 0.2, "as knctl run")
-	c.Flags().Float64("p", 0.7, "as knctl run")
-	c.Flags().Int("min-count", 3, "as knctl run")
-	c.Flags().Bool("strict", false, "as knctl run")
-	c.Flags().Bool("adaptive-p", false, "as knctl run")
+	ruleFlags(c)
 	return c
 }
 
@@ -314,23 +309,12 @@ func (a *app) runFactworldEval(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	hook, err := sdk.ParseHook(a.v.GetString("hook"))
+	hook, layers, opts, err := a.scoring()
 	if err != nil {
 		return err
 	}
-	layers, err := parseLayers(a.v.GetString("layers"))
+	rules, err := a.rules()
 	if err != nil {
-		return err
-	}
-	opts, err := a.attributorOptions()
-	if err != nil {
-		return err
-	}
-	rules := framework.Rules{
-		Mode: framework.ThresholdMode(a.v.GetString("threshold-mode")), Threshold: a.v.GetFloat64("threshold"),
-		P: a.v.GetFloat64("p"), MinCount: a.v.GetInt("min-count"), Strict: a.v.GetBool("strict"),
-	}
-	if err := rules.Validate(); err != nil {
 		return err
 	}
 	var evals []modelEval

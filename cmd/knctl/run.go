@@ -69,18 +69,53 @@ func (a *app) runCmd() *cobra.Command {
 	c.Flags().String("id", "fact", "the fact's id (with --prompt)")
 	c.Flags().String("relation", "", "the fact's relation (with --prompt)")
 	c.Flags().String("facts", "", "JSONL file of facts")
+	c.Flags().Int("sample", 0, "with --facts: only this many facts per relation, picked at random with --seed (0: all)")
+	c.Flags().Int64("seed", 1, "seed of --sample")
 	c.Flags().String("out", "", "JSONL file to append results to")
 	c.Flags().Bool("resume", false, "skip facts already in --out")
 	c.Flags().Int("workers", 1, "model plugin instances run concurrently")
 	c.Flags().Bool("fail-fast", false, "stop at the first failed fact")
 	attributionFlags(c)
+	ruleFlags(c)
+	return c
+}
+
+// ruleFlags adds the flags of the coarse and refining rules (knctl run
+// --help documents them).
+func ruleFlags(c *cobra.Command) {
 	c.Flags().String("threshold-mode", "relative", "coarse threshold: relative (t * max), absolute (t) or percentile (t-th)")
 	c.Flags().Float64("threshold", 0.2, "t of --threshold-mode")
 	c.Flags().Float64("p", 0.7, "share of a fact's prompts a coarse neuron must appear in")
 	c.Flags().Int("min-count", 3, "least number of prompts a knowledge neuron appears in")
 	c.Flags().Bool("adaptive-p", false, "adapt p per relation until facts average 2..5 neurons (Dai et al.)")
 	c.Flags().Bool("strict", false, "EleutherAI's comparisons: score > t*max, coarse in more than p*n prompts")
-	return c
+}
+
+// rules reads the rule flags.
+func (a *app) rules() (framework.Rules, error) {
+	r := framework.Rules{
+		Mode:      framework.ThresholdMode(a.v.GetString("threshold-mode")),
+		Threshold: a.v.GetFloat64("threshold"),
+		P:         a.v.GetFloat64("p"),
+		MinCount:  a.v.GetInt("min-count"),
+		Strict:    a.v.GetBool("strict"),
+	}
+	return r, r.Validate()
+}
+
+// scoring reads the flags that say how a prompt is attributed: hook,
+// layers and attributor options.
+func (a *app) scoring() (sdk.Hook, []int, map[string]string, error) {
+	hook, err := sdk.ParseHook(a.v.GetString("hook"))
+	if err != nil {
+		return "", nil, nil, err
+	}
+	layers, err := parseLayers(a.v.GetString("layers"))
+	if err != nil {
+		return "", nil, nil, err
+	}
+	opts, err := a.attributorOptions()
+	return hook, layers, opts, err
 }
 
 // attributionFlags adds the flags that choose and configure the attributor's
@@ -118,26 +153,12 @@ func (a *app) runRun(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	hook, err := sdk.ParseHook(a.v.GetString("hook"))
+	hook, layers, opts, err := a.scoring()
 	if err != nil {
 		return err
 	}
-	layers, err := parseLayers(a.v.GetString("layers"))
+	rules, err := a.rules()
 	if err != nil {
-		return err
-	}
-	opts, err := a.attributorOptions()
-	if err != nil {
-		return err
-	}
-	rules := framework.Rules{
-		Mode:      framework.ThresholdMode(a.v.GetString("threshold-mode")),
-		Threshold: a.v.GetFloat64("threshold"),
-		P:         a.v.GetFloat64("p"),
-		MinCount:  a.v.GetInt("min-count"),
-		Strict:    a.v.GetBool("strict"),
-	}
-	if err := rules.Validate(); err != nil {
 		return err
 	}
 	workers := a.v.GetInt("workers")
@@ -185,7 +206,14 @@ func (a *app) factsFromFlags() ([]framework.Fact, error) {
 	case path != "" && len(prompts) > 0:
 		return nil, usageErr("give --facts or --prompt, not both")
 	case path != "":
-		return framework.ReadFacts(path)
+		facts, err := framework.ReadFacts(path)
+		if err != nil {
+			return nil, err
+		}
+		if n := a.v.GetInt("sample"); n > 0 {
+			facts = framework.SampleFacts(facts, n, uint64(a.v.GetInt64("seed")))
+		}
+		return facts, nil
 	case len(prompts) == 0:
 		return nil, usageErr("--prompt (repeatable) with --target, or --facts FILE: required")
 	}

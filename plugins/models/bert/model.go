@@ -3,7 +3,6 @@ package bert
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -21,12 +20,10 @@ type Model struct {
 	cfg   Config
 	dir   string
 	tok   *tokenize.WordPiece
-	w     *torch.Store
+	w     *torch.Weights
 	act   torch.Activation
 	info  sdk.ModelInfo
 	cache *baseRun
-	// version changes whenever the weights do, invalidating the cache.
-	version int
 	// specials are the ids of the tokenizer's special tokens, which an
 	// answer may not contain.
 	specials map[int]string
@@ -115,7 +112,7 @@ func open(spec string, random bool, seed int64) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{cfg: cfg, dir: dir, tok: tok, w: torch.NewStore(params), act: act, specials: specials}
+	m := &Model{cfg: cfg, dir: dir, tok: tok, w: torch.NewWeights(params, cfg.NumHiddenLayers), act: act, specials: specials}
 	m.info = sdk.ModelInfo{
 		Architecture:  "bert",
 		Backend:       "libtorch 1.13 (gotch v0.7.0)",
@@ -326,12 +323,7 @@ func (m *Model) encode(q sdk.Query, needAnswer bool) (*encoded, error) {
 	return enc, nil
 }
 
-func (m *Model) checkLayer(l int) error {
-	if l < 0 || l >= m.cfg.NumHiddenLayers {
-		return sdk.InvalidInputf("layer %d: out of range; the model has layers 0..%d", l, m.cfg.NumHiddenLayers-1)
-	}
-	return nil
-}
+func (m *Model) checkLayer(l int) error { return m.w.CheckLayer(l) }
 
 // Info implements sdk.Model.
 func (m *Model) Info(context.Context) (sdk.ModelInfo, error) { return m.info, nil }
@@ -387,52 +379,12 @@ func (m *Model) Predict(_ context.Context, req sdk.PredictRequest) (sdk.Predicti
 }
 
 // prediction assembles Predict's answer from the softmax probabilities and
-// logits [k,V] at the target positions.
+// logits [k,V] at the target positions. Top tokens are decoded as
+// BertTokenizer.decode([id]) does (a continuation keeps its "##"); ids
+// beyond the tokenizer's vocabulary decode to "".
 func (m *Model) prediction(enc *encoded, probs, logits []float32, topK int) sdk.Prediction {
-	v := m.cfg.VocabSize
-	p := sdk.Prediction{Tokens: enc.tokens, TargetPositions: enc.targets, AnswerProb: 1}
-	for _, id := range enc.ids {
-		p.InputIDs = append(p.InputIDs, int(id))
-	}
-	for k, id := range enc.answer {
-		pr := float64(probs[k*v+int(id)])
-		p.AnswerIDs = append(p.AnswerIDs, int(id))
-		p.AnswerTokens = append(p.AnswerTokens, enc.ansTok[k])
-		p.AnswerTokenProb = append(p.AnswerTokenProb, pr)
-		p.AnswerProb *= pr
-	}
-	if len(enc.answer) == 0 {
-		p.AnswerProb = 0
-	} else {
-		first := logits[enc.answer[0]]
-		for _, x := range logits[:v] {
-			if x > first {
-				p.AnswerRank++
-			}
-		}
-	}
-	p.Top = m.topTokens(probs[:v], logits[:v], topK)
-	return p
-}
-
-// topTokens lists the k most probable ids, each decoded to text as
-// BertTokenizer.decode([id]) does (for one piece that keeps the "##" of a
-// continuation, e.g. "##ing"). Ids the tokenizer does not know (a
-// vocabulary padded beyond it) decode to "".
-func (m *Model) topTokens(probs, logits []float32, k int) []sdk.TokenProb {
-	if k > len(probs) {
-		k = len(probs)
-	}
-	idx := make([]int, len(probs))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return logits[idx[a]] > logits[idx[b]] })
-	out := make([]sdk.TokenProb, 0, k)
-	for _, i := range idx[:k] {
-		out = append(out, sdk.TokenProb{ID: i, Token: m.tok.Decode([]int{i}), Prob: float64(probs[i]), Logit: float64(logits[i])})
-	}
-	return out
+	e := &torch.Encoded{IDs: enc.ids, Tokens: enc.tokens, Targets: enc.targets, Answer: enc.answer, AnsTok: enc.ansTok}
+	return torch.Prediction(e, probs, logits, m.cfg.VocabSize, topK, func(id int) string { return m.tok.Decode([]int{id}) })
 }
 
 // Activations implements sdk.Model: one row per target position.
@@ -499,23 +451,14 @@ func (m *Model) gradients(req sdk.GradientsRequest, fast bool) (sdk.Gradients, e
 	if err != nil {
 		return sdk.Gradients{}, err
 	}
-	hook, err := sdk.ParseHook(string(req.Hook))
+	f, k := m.cfg.IntermediateSize, len(enc.targets)
+	hook, in, err := m.w.CheckGradients(req, k, f)
 	if err != nil {
 		return sdk.Gradients{}, err
 	}
-	if err := m.checkLayer(req.Layer); err != nil {
-		return sdk.Gradients{}, err
-	}
-	if len(req.Alphas) == 0 {
-		return sdk.Gradients{}, sdk.InvalidInputf("alphas: empty; expected at least one scaling factor")
-	}
-	f, k := m.cfg.IntermediateSize, len(enc.targets)
-	if req.Baseline != nil && len(req.Baseline) != k*f {
-		return sdk.Gradients{}, sdk.InvalidInputf("baseline: %d values; expected %d (%d target positions x FFN width %d)", len(req.Baseline), k*f, k, f)
-	}
 	var noise *inputNoise
-	if req.InputNoise != nil && req.InputNoise.Sigma > 0 {
-		noise = &inputNoise{sigma: req.InputNoise.Sigma, seed: req.InputNoise.Seed}
+	if in != nil {
+		noise = &inputNoise{sigma: in.Sigma, seed: in.Seed}
 	}
 	s := torch.NewScope()
 	defer s.Close()
@@ -527,14 +470,7 @@ func (m *Model) gradients(req sdk.GradientsRequest, fast bool) (sdk.Gradients, e
 	if err := s.Err(); err != nil {
 		return sdk.Gradients{}, fmt.Errorf("gradients: %w", err)
 	}
-	n := k * f
-	out := sdk.Gradients{Positions: k, Width: f, Activation: wv, Probs: make([]float64, len(p))}
-	for i := range p {
-		out.Probs[i] = float64(p[i])
-		out.Grads = append(out.Grads, g[i*n:(i+1)*n:(i+1)*n])
-	}
-	out.ComputeSeconds = time.Since(start).Seconds()
-	return out, nil
+	return torch.PackGradients(p, g, wv, k, f, start), nil
 }
 
 // Embeddings implements sdk.Model: rows of the word-embedding matrix.
@@ -563,23 +499,11 @@ func (m *Model) SetValueSlots(_ context.Context, layer int, neurons []int, value
 	if err != nil {
 		return 0, err
 	}
-	id, err := m.w.Replace(name, t)
-	if err != nil {
-		_ = t.Drop()
-		return 0, err
-	}
-	m.version++
-	return id, nil
+	return m.w.ReplaceSlots(name, t)
 }
 
 // UndoEdit implements sdk.Model.
-func (m *Model) UndoEdit(_ context.Context, id sdk.EditID) error {
-	if err := m.w.Undo(id); err != nil {
-		return err
-	}
-	m.version++
-	return nil
-}
+func (m *Model) UndoEdit(_ context.Context, id sdk.EditID) error { return m.w.UndoEdit(id) }
 
 // isFFN selects the FFN linear layers of every encoder layer
 // (intermediate.dense and output.dense, not attention.output.dense) for
@@ -592,20 +516,12 @@ func isFFN(name string) bool {
 
 // ApplyNoise implements sdk.Model.
 func (m *Model) ApplyNoise(_ context.Context, spec sdk.NoiseSpec) error {
-	selected, err := torch.NoiseSelector(spec, isFFN)
-	if err != nil {
-		return err
-	}
-	m.version++
-	return torch.ApplyNoise(m.w, spec, selected)
+	return m.w.Noise(spec, isFFN)
 }
 
 // RemoveNoise implements sdk.Model.
 func (m *Model) RemoveNoise(context.Context) error {
-	if m.w.Noisy() {
-		m.version++
-	}
-	m.w.RemoveNoise()
+	m.w.Denoise()
 	return nil
 }
 
@@ -622,7 +538,7 @@ func (m *Model) Save(_ context.Context, dir string) error {
 			hf[n] = "bert." + n
 		}
 	}
-	return torch.SaveCheckpoint(dir, m.dir, m.w, hf, []string{
+	return torch.SaveCheckpoint(dir, m.dir, m.w.Store, hf, []string{
 		"config.json", "generation_config.json", "vocab.txt", "tokenizer.json",
 		"tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
 	})

@@ -167,7 +167,7 @@ func (b *baseRun) close() {
 
 // base returns the cached forward pass of enc, running it when needed.
 func (m *Model) base(enc *encoded, noise *inputNoise) (*baseRun, error) {
-	key := fmt.Sprintf("%d|%v|%v", m.version, enc.ids, noise)
+	key := fmt.Sprintf("%d|%v|%v", m.w.Version, enc.ids, noise)
 	if m.cache != nil && m.cache.key == key {
 		return m.cache, nil
 	}

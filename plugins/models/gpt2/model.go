@@ -3,7 +3,6 @@ package gpt2
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -21,12 +20,10 @@ type Model struct {
 	cfg   Config
 	dir   string
 	tok   *tokenize.BPE
-	w     *torch.Store
+	w     *torch.Weights
 	act   torch.Activation
 	info  sdk.ModelInfo
 	cache *baseRun
-	// version changes whenever the weights do, invalidating the cache.
-	version int
 }
 
 var _ sdk.Model = (*Model)(nil)
@@ -90,7 +87,7 @@ func open(spec string, random bool, seed int64) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{cfg: cfg, dir: dir, tok: tok, w: torch.NewStore(params), act: act}
+	m := &Model{cfg: cfg, dir: dir, tok: tok, w: torch.NewWeights(params, cfg.NLayer), act: act}
 	special := map[string]int{}
 	if id, ok := tok.EOSID(); ok {
 		special["eos"] = id
@@ -218,12 +215,7 @@ func (m *Model) encode(q sdk.Query, needAnswer bool) (*encoded, error) {
 	return enc, nil
 }
 
-func (m *Model) checkLayer(l int) error {
-	if l < 0 || l >= m.cfg.NLayer {
-		return sdk.InvalidInputf("layer %d: out of range; the model has layers 0..%d", l, m.cfg.NLayer-1)
-	}
-	return nil
-}
+func (m *Model) checkLayer(l int) error { return m.w.CheckLayer(l) }
 
 // Info implements sdk.Model.
 func (m *Model) Info(context.Context) (sdk.ModelInfo, error) { return m.info, nil }
@@ -282,46 +274,8 @@ func (m *Model) Predict(ctx context.Context, req sdk.PredictRequest) (sdk.Predic
 // prediction assembles Predict's answer from the softmax probabilities and
 // logits [S,V] of the rows at the target positions.
 func (m *Model) prediction(enc *encoded, probs, logits []float32, topK int) sdk.Prediction {
-	v := m.cfg.VocabSize
-	p := sdk.Prediction{Tokens: enc.tokens, TargetPositions: []int{enc.target}, AnswerProb: 1}
-	for _, id := range enc.ids {
-		p.InputIDs = append(p.InputIDs, int(id))
-	}
-	for k, id := range enc.answer {
-		pr := float64(probs[k*v+int(id)])
-		p.AnswerIDs = append(p.AnswerIDs, int(id))
-		p.AnswerTokens = append(p.AnswerTokens, enc.ansTok[k])
-		p.AnswerTokenProb = append(p.AnswerTokenProb, pr)
-		p.AnswerProb *= pr
-	}
-	if len(enc.answer) == 0 {
-		p.AnswerProb = 0
-	} else {
-		first := logits[enc.answer[0]]
-		for _, x := range logits[:v] {
-			if x > first {
-				p.AnswerRank++
-			}
-		}
-	}
-	p.Top = topTokens(m.tok, probs[:v], logits[:v], topK)
-	return p
-}
-
-func topTokens(tok tokenize.Tokenizer, probs, logits []float32, k int) []sdk.TokenProb {
-	if k > len(probs) {
-		k = len(probs)
-	}
-	idx := make([]int, len(probs))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return logits[idx[a]] > logits[idx[b]] })
-	out := make([]sdk.TokenProb, 0, k)
-	for _, i := range idx[:k] {
-		out = append(out, sdk.TokenProb{ID: i, Token: tok.Decode([]int{i}), Prob: float64(probs[i]), Logit: float64(logits[i])})
-	}
-	return out
+	e := &torch.Encoded{IDs: enc.ids, Tokens: enc.tokens, Targets: []int{enc.target}, Answer: enc.answer, AnsTok: enc.ansTok}
+	return torch.Prediction(e, probs, logits, m.cfg.VocabSize, topK, func(id int) string { return m.tok.Decode([]int{id}) })
 }
 
 // Activations implements sdk.Model.
@@ -376,23 +330,14 @@ func (m *Model) gradients(req sdk.GradientsRequest, fast bool) (sdk.Gradients, e
 	if err != nil {
 		return sdk.Gradients{}, err
 	}
-	hook, err := sdk.ParseHook(string(req.Hook))
+	f := m.cfg.FFN()
+	hook, in, err := m.w.CheckGradients(req, 1, f)
 	if err != nil {
 		return sdk.Gradients{}, err
 	}
-	if err := m.checkLayer(req.Layer); err != nil {
-		return sdk.Gradients{}, err
-	}
-	if len(req.Alphas) == 0 {
-		return sdk.Gradients{}, sdk.InvalidInputf("alphas: empty; expected at least one scaling factor")
-	}
-	f := m.cfg.FFN()
-	if req.Baseline != nil && len(req.Baseline) != f {
-		return sdk.Gradients{}, sdk.InvalidInputf("baseline: %d values; expected %d (one position x FFN width %d)", len(req.Baseline), f, f)
-	}
 	var noise *inputNoise
-	if req.InputNoise != nil && req.InputNoise.Sigma > 0 {
-		noise = &inputNoise{sigma: req.InputNoise.Sigma, seed: req.InputNoise.Seed}
+	if in != nil {
+		noise = &inputNoise{sigma: in.Sigma, seed: in.Seed}
 	}
 	s := torch.NewScope()
 	defer s.Close()
@@ -404,13 +349,7 @@ func (m *Model) gradients(req sdk.GradientsRequest, fast bool) (sdk.Gradients, e
 	if err := s.Err(); err != nil {
 		return sdk.Gradients{}, fmt.Errorf("gradients: %w", err)
 	}
-	out := sdk.Gradients{Positions: 1, Width: f, Activation: wv, Probs: make([]float64, len(p))}
-	for i := range p {
-		out.Probs[i] = float64(p[i])
-		out.Grads = append(out.Grads, g[i*f:(i+1)*f:(i+1)*f])
-	}
-	out.ComputeSeconds = time.Since(start).Seconds()
-	return out, nil
+	return torch.PackGradients(p, g, wv, 1, f, start), nil
 }
 
 // Embeddings implements sdk.Model.
@@ -438,42 +377,25 @@ func (m *Model) SetValueSlots(_ context.Context, layer int, neurons []int, value
 	if err != nil {
 		return 0, err
 	}
-	id, err := m.w.Replace(name, t)
-	if err != nil {
-		_ = t.Drop()
-		return 0, err
-	}
-	m.version++
-	return id, nil
+	return m.w.ReplaceSlots(name, t)
 }
 
 // UndoEdit implements sdk.Model.
-func (m *Model) UndoEdit(_ context.Context, id sdk.EditID) error {
-	if err := m.w.Undo(id); err != nil {
-		return err
-	}
-	m.version++
-	return nil
+func (m *Model) UndoEdit(_ context.Context, id sdk.EditID) error { return m.w.UndoEdit(id) }
+
+// isFFN selects the FFN linear layers for noise of scope ffn.
+func isFFN(name string) bool {
+	return strings.Contains(name, ".mlp.c_fc.") || strings.Contains(name, ".mlp.c_proj.")
 }
 
 // ApplyNoise implements sdk.Model.
 func (m *Model) ApplyNoise(_ context.Context, spec sdk.NoiseSpec) error {
-	selected, err := torch.NoiseSelector(spec, func(name string) bool {
-		return strings.Contains(name, ".mlp.c_fc.") || strings.Contains(name, ".mlp.c_proj.")
-	})
-	if err != nil {
-		return err
-	}
-	m.version++
-	return torch.ApplyNoise(m.w, spec, selected)
+	return m.w.Noise(spec, isFFN)
 }
 
 // RemoveNoise implements sdk.Model.
 func (m *Model) RemoveNoise(context.Context) error {
-	if m.w.Noisy() {
-		m.version++
-	}
-	m.w.RemoveNoise()
+	m.w.Denoise()
 	return nil
 }
 
@@ -485,7 +407,7 @@ func (m *Model) Save(_ context.Context, dir string) error {
 	for _, n := range names {
 		hf[n] = "transformer." + n
 	}
-	return torch.SaveCheckpoint(dir, m.dir, m.w, hf, []string{
+	return torch.SaveCheckpoint(dir, m.dir, m.w.Store, hf, []string{
 		"config.json", "generation_config.json", "vocab.json", "merges.txt", "tokenizer.json",
 		"tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
 	})

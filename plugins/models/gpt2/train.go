@@ -53,11 +53,11 @@ func (m *Model) Train(ctx context.Context, req sdk.TrainRequest, progress func(s
 	// cached during training survives it.
 	m.cache.close()
 	m.cache = nil
-	m.version++
-	defer func() { m.version++ }()
+	m.w.Version++
+	defer func() { m.w.Version++ }()
 	return torch.RunTraining(ctx, torch.TrainSpec{
 		Req:     req,
-		Store:   m.w,
+		Store:   m.w.Store,
 		Lengths: lengths,
 		Loss: func(s *torch.Scope, batch []int, _ *rand.Rand) (*ts.Tensor, int) {
 			seqs := make([]*encoded, len(batch))
