@@ -66,14 +66,14 @@ func (a *app) factworldTrainCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "train",
 		Short: "Train a small GPT-2 or BERT on the world's seen templates and save it in DIR/MODEL",
-		Long: `Train a model of the given shape (default 4 layers, width 128, FFN 512) from
+		Long: `Train a model of the given shape (default 4 layers, width 128, FFN 256) from
 random weights on the seen templates' sentences with AdamW, then save it as a
 HuggingFace checkpoint in DIR/MODEL (replaced atomically), with the loss curve
 in DIR/MODEL/train_log.csv and train_loss.png and the settings in train.json.
-Training stops early once the mean answer probability on the training prompts
-reaches --target-prob: label smoothing and early stopping keep the model's
-confidence realistic (a model that puts 0.99999 on every answer hides every
-effect of suppression behind a saturated softmax). A run is deterministic: the
+Label smoothing (and, if set, stopping once the mean answer probability on the
+training prompts reaches --target-prob) keeps the model's confidence realistic:
+a model that puts 0.99999 on every answer hides every effect of suppression
+behind a saturated softmax. A run is deterministic: the
 same settings give bit-identical weights, whatever --threads is.`,
 		Example: `  knctl factworld train --model gpt2`,
 		Args:    cobra.NoArgs,
@@ -86,8 +86,8 @@ same settings give bit-identical weights, whatever --threads is.`,
 	c.Flags().Float64("lr", 1e-3, "peak learning rate")
 	c.Flags().Float64("weight-decay", 0.01, "AdamW weight decay")
 	c.Flags().Int("warmup", 100, "warm-up steps")
-	c.Flags().Float64("label-smoothing", 0.1, "label smoothing of the cross-entropy")
-	c.Flags().Float64("target-prob", 0.7, "stop once the mean answer probability on training prompts reaches this (0: never)")
+	c.Flags().Float64("label-smoothing", 0.2, "label smoothing of the cross-entropy (0.2 caps the answer probability near 0.8)")
+	c.Flags().Float64("target-prob", 0, "stop once the mean answer probability on training prompts reaches this (0: never)")
 	c.Flags().Int("eval-every", 100, "evaluate every so many steps")
 	c.Flags().Float64("mask-rate", 0.15, "BERT: share of other tokens masked too")
 	c.Flags().Int64("seed", 1, "seed of the initial weights and the batch order")

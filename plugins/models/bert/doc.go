@@ -56,4 +56,10 @@
 // encoder.layer.l.output.dense.weight ([hidden, intermediate] in
 // torch.nn.Linear's [out, in] layout): the vector the FFN adds per unit of
 // that neuron's activation.
+//
+// # Training
+//
+// Model implements sdk.Trainer: masked-LM training with AdamW
+// (torch.RunTraining) on the answer's pieces at the mask slot plus a share
+// of the other tokens masked at random; knctl factworld train uses it.
 package bert

@@ -13,4 +13,8 @@
 // layers above l, attending to the cached keys and values of earlier
 // positions, and backpropagates only down to the scaled activation (weights
 // never require gradients).
+//
+// Model also implements sdk.Trainer: causal-LM training on prompt+answer
+// sentences with AdamW (torch.RunTraining), which knctl factworld train
+// uses to train the fact-world model from random weights.
 package gpt2
