@@ -66,7 +66,8 @@ func (a *app) factworldTrainCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "train",
 		Short: "Train a small GPT-2 or BERT on the world's seen templates and save it in DIR/MODEL",
-		Long: `Train a model of the given shape (default 4 layers, width 128, FFN 256) from
+		Long: `Train a model of the given shape (default 4 layers, width 128, FFN 256 for
+GPT-2 and 512 for BERT) from
 random weights on the seen templates' sentences with AdamW, then save it as a
 HuggingFace checkpoint in DIR/MODEL (replaced atomically), with the loss curve
 in DIR/MODEL/train_log.csv and train_loss.png and the settings in train.json.
@@ -91,10 +92,10 @@ same settings give bit-identical weights, whatever --threads is.`,
 	c.Flags().Int("eval-every", 100, "evaluate every so many steps")
 	c.Flags().Float64("mask-rate", 0.15, "BERT: share of other tokens masked too")
 	c.Flags().Int64("seed", 1, "seed of the initial weights and the batch order")
-	c.Flags().Int("layers", factworld.DefaultArch.Layers, "transformer layers")
-	c.Flags().Int("hidden", factworld.DefaultArch.Hidden, "hidden size")
-	c.Flags().Int("heads", factworld.DefaultArch.Heads, "attention heads")
-	c.Flags().Int("ffn", factworld.DefaultArch.FFN, "FFN width (neurons per layer)")
+	c.Flags().Int("layers", 0, "transformer layers (0: 4)")
+	c.Flags().Int("hidden", 0, "hidden size (0: 128)")
+	c.Flags().Int("heads", 0, "attention heads (0: 4)")
+	c.Flags().Int("ffn", 0, "FFN width, neurons per layer (0: 256 for gpt2, 512 for bert)")
 	return c
 }
 
@@ -115,7 +116,12 @@ func (a *app) runFactworldTrain(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer os.RemoveAll(skeleton)
-	shape := factworld.Arch{Layers: a.v.GetInt("layers"), Hidden: a.v.GetInt("hidden"), Heads: a.v.GetInt("heads"), FFN: a.v.GetInt("ffn")}
+	shape := factworld.DefaultArch(arch)
+	for flag, field := range map[string]*int{"layers": &shape.Layers, "hidden": &shape.Hidden, "heads": &shape.Heads, "ffn": &shape.FFN} {
+		if v := a.v.GetInt(flag); v > 0 {
+			*field = v
+		}
+	}
 	if err := w.WriteSkeleton(skeleton, arch, shape); err != nil {
 		return err
 	}

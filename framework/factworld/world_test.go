@@ -46,8 +46,8 @@ func TestGenerateIsDeterministic(t *testing.T) {
 func TestTokenizersMakeObjectsOneToken(t *testing.T) {
 	w := Generate(7, 60)
 	dir := t.TempDir()
-	require.NoError(t, w.WriteSkeleton(dir+"/gpt2", "gpt2", DefaultArch))
-	require.NoError(t, w.WriteSkeleton(dir+"/bert", "bert", DefaultArch))
+	require.NoError(t, w.WriteSkeleton(dir+"/gpt2", "gpt2", DefaultArch("gpt2")))
+	require.NoError(t, w.WriteSkeleton(dir+"/bert", "bert", DefaultArch("bert")))
 	bpe, err := tokenize.LoadGPT2(dir + "/gpt2")
 	require.NoError(t, err)
 	wp, err := tokenize.LoadBERT(dir + "/bert")

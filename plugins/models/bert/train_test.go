@@ -514,7 +514,7 @@ func TestTrainThroughThePlugin(t *testing.T) {
 func BenchmarkTrainFactWorld(b *testing.B) {
 	w := factworld.Generate(1, 60)
 	dir := b.TempDir()
-	require.NoError(b, w.WriteSkeleton(dir, "bert", factworld.DefaultArch))
+	require.NoError(b, w.WriteSkeleton(dir, "bert", factworld.DefaultArch("bert")))
 	qs := w.Examples(factworld.Masked, false)
 	for _, threads := range []int{1, 2} {
 		b.Run(fmt.Sprintf("threads=%d", threads), func(b *testing.B) {
