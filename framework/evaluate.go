@@ -45,6 +45,9 @@ type UpdateMetrics struct {
 	Paraphrase  float64 `json:"paraphrase"`
 	Specificity float64 `json:"specificity"`
 	Score       float64 `json:"score"`
+	// NeighborPrompts is the number of neighbor prompts Specificity (and so
+	// Score) is measured on; 0 when no fact had neighbors.
+	NeighborPrompts int `json:"neighbor_prompts"`
 	// AccuracySame/Other: top-1 accuracy on the probed facts after the
 	// edit, minus before (in points of share).
 	AccuracySameDelta  float64 `json:"accuracy_same_relation_delta"`
@@ -248,10 +251,11 @@ func EvaluateUpdates(ctx context.Context, m sdk.Model, cfs []Counterfactual, neu
 	if paraN > 0 {
 		out.Paraphrase = para / float64(paraN)
 	}
+	out.NeighborPrompts = specN
 	if specN > 0 {
 		out.Specificity = spec / float64(specN)
+		out.Score = harmonic(out.Efficacy, out.Paraphrase, out.Specificity)
 	}
-	out.Score = harmonic(out.Efficacy, out.Paraphrase, out.Specificity)
 	return out, nil
 }
 

@@ -280,10 +280,14 @@ func (a *app) printEval(r evalReport) {
 	tw = tabwriter.NewWriter(a.out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "neurons\tfacts\tsuccess\tchange\tnew rank\tnew MRR\tPPL same\tPPL other\tΔacc same\tΔacc other\tefficacy\tparaphrase\tspecificity\tscore\t")
 	urow := func(name string, u framework.UpdateMetrics) {
-		fmt.Fprintf(tw, "%s\t%d\t%.0f%%\t%.0f%%\t%.1f→%.1f\t%.3f→%.3f\t%.2f→%.2f\t%.2f→%.2f\t%+.1f\t%+.1f\t%.2f\t%.2f\t%.2f\t%.2f\t\n",
+		spec, score := "n/a", "n/a" // no neighbors: every other fact of the relation has the new answer
+		if u.NeighborPrompts > 0 {
+			spec, score = fmt.Sprintf("%.2f", u.Specificity), fmt.Sprintf("%.2f", u.Score)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.0f%%\t%.0f%%\t%.1f→%.1f\t%.3f→%.3f\t%.2f→%.2f\t%.2f→%.2f\t%+.1f\t%+.1f\t%.2f\t%.2f\t%s\t%s\t\n",
 			name, u.Facts, 100*u.SuccessRate, 100*u.ChangeRate, u.RankBefore, u.RankAfter, u.MRRBefore, u.MRRAfter,
 			u.PPLSameBefore, u.PPLSameAfter, u.PPLOtherBefore, u.PPLOtherAfter, 100*u.AccuracySameDelta, 100*u.AccuracyOtherDelta,
-			u.Efficacy, u.Paraphrase, u.Specificity, u.Score)
+			u.Efficacy, u.Paraphrase, spec, score)
 	}
 	urow("knowledge", r.Update)
 	urow("random", r.UpdateRandom)

