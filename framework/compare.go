@@ -93,12 +93,6 @@ type CompareResult struct {
 	Facts []CompareFact `json:"facts"`
 }
 
-// promptRun is one attributed prompt: its coarse neurons and cost.
-type promptRun struct {
-	coarse  []Neuron
-	seconds float64
-}
-
 // Compare runs every method over facts at every prompt budget and scores
 // its knowledge neurons against the reference method's (all prompts).
 func (h *Host) Compare(ctx context.Context, cfg CompareConfig, facts []Fact) (*CompareResult, error) {
@@ -132,26 +126,29 @@ func (h *Host) Compare(ctx context.Context, cfg CompareConfig, facts []Fact) (*C
 		return a, nil
 	}
 	r := rand.New(rand.NewPCG(cfg.Seed, 0x636f6d70617265))
-	maxBudget := 0
-	for _, b := range cfg.Budgets {
-		maxBudget = max(maxBudget, b)
-	}
-	run := func(m Method, f Fact, prompts []string) ([]promptRun, error) {
+	// run attributes prompts as one fact (one call, so a method that shares
+	// work across prompts does it once, and one that calibrates on the
+	// prompts, like NoiseGrad's sigma=auto, sees only these) and returns
+	// each prompt's coarse neurons and the seconds the call took.
+	run := func(m Method, f Fact, prompts []string) ([][]Neuron, float64, error) {
 		a, err := attributor(m.Attributor)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		var out []promptRun
-		for _, p := range prompts {
-			start := time.Now()
-			q := sdk.AttributionQuery{Query: sdk.Query{Prompt: p, Answer: f.Target}, Layers: cfg.Layers, Hook: cfg.Hook}
-			res, err := a.Attribute(ctx, model, q, sdk.Options{Values: m.Options, Peers: peers})
-			if err != nil {
-				return nil, fmt.Errorf("method %s, fact %s, prompt %q: %w", m.Label, f.ID, p, err)
-			}
-			out = append(out, promptRun{coarse: cfg.Rules.Coarse(res.Layers, res.Scores), seconds: time.Since(start).Seconds()})
+		qs := make([]sdk.AttributionQuery, len(prompts))
+		for i, p := range prompts {
+			qs[i] = sdk.AttributionQuery{Query: sdk.Query{Prompt: p, Answer: f.Target}, Layers: cfg.Layers, Hook: cfg.Hook}
 		}
-		return out, nil
+		start := time.Now()
+		res, err := sdk.AttributeFact(ctx, a, model, qs, sdk.Options{Values: m.Options, Peers: peers})
+		if err != nil {
+			return nil, 0, fmt.Errorf("method %s, fact %s: %w", m.Label, f.ID, err)
+		}
+		coarse := make([][]Neuron, len(res))
+		for i, r := range res {
+			coarse[i] = cfg.Rules.Coarse(r.Layers, r.Scores)
+		}
+		return coarse, time.Since(start).Seconds(), nil
 	}
 
 	type key struct {
@@ -174,26 +171,24 @@ func (h *Host) Compare(ctx context.Context, cfg CompareConfig, facts []Fact) (*C
 		for i, j := range perm {
 			order[i] = all[j]
 		}
-		refRuns, err := run(cfg.Reference, f, order)
+		refCoarse, refSecs, err := run(cfg.Reference, f, order)
 		if err != nil {
 			return nil, err
 		}
-		ref, _ := cfg.Rules.Refine(coarseOf(refRuns))
+		ref, _ := cfg.Rules.Refine(refCoarse)
 		for _, m := range cfg.Methods {
-			n := min(maxBudget, len(order))
-			var runs []promptRun
-			if sameMethod(m, cfg.Reference) {
-				runs = refRuns[:n]
-			} else if runs, err = run(m, f, order[:n]); err != nil {
-				return nil, err
-			}
 			for _, b := range cfg.Budgets {
+				// Each budget is a run of its own on the first k prompts
+				// of the fact's seeded order: smaller budgets are subsets
+				// of larger ones.
 				k := min(b, len(order))
-				ns, _ := cfg.Rules.Refine(coarseOf(runs[:k]))
-				var secs float64
-				for _, pr := range runs[:k] {
-					secs += pr.seconds
+				coarse, secs := refCoarse, refSecs
+				if !sameMethod(m, cfg.Reference) || k < len(order) {
+					if coarse, secs, err = run(m, f, order[:k]); err != nil {
+						return nil, err
+					}
 				}
+				ns, _ := cfg.Rules.Refine(coarse)
 				kk := key{m.Label, b}
 				if neurons[kk] == nil {
 					neurons[kk] = map[string][]Neuron{}
@@ -256,14 +251,6 @@ func (h *Host) Compare(ctx context.Context, cfg CompareConfig, facts []Fact) (*C
 		}
 	}
 	return res, nil
-}
-
-func coarseOf(runs []promptRun) [][]Neuron {
-	out := make([][]Neuron, len(runs))
-	for i, r := range runs {
-		out[i] = r.coarse
-	}
-	return out
 }
 
 func sameMethod(a, b Method) bool {

@@ -79,9 +79,11 @@ func (h *Host) OpenModel(ctx context.Context, name, checkpoint string, opts map[
 	return &ModelInstance{Model: mc, ModelInfo: info, Proc: proc}, nil
 }
 
-// AttributorInstance is a running attributor plugin.
+// AttributorInstance is a running attributor plugin. It is an
+// sdk.FactAttributor whatever the method: the plugin answers AttributeFact
+// itself or prompt by prompt.
 type AttributorInstance struct {
-	sdk.Attributor
+	*sdk.AttributorClient
 	Name string
 	Proc *sdk.Process
 }
@@ -92,7 +94,7 @@ func (h *Host) OpenAttributor(ctx context.Context, name string) (*AttributorInst
 	if err != nil {
 		return nil, err
 	}
-	return &AttributorInstance{Attributor: proc.Attributor(), Name: name, Proc: proc}, nil
+	return &AttributorInstance{AttributorClient: proc.Attributor(), Name: name, Proc: proc}, nil
 }
 
 // Peers runs attributors by name on one model; it is the AttributorSource
@@ -105,6 +107,8 @@ type Peers struct {
 	mu    sync.Mutex
 	procs map[string]*AttributorInstance
 }
+
+var _ sdk.FactAttributor = (*AttributorInstance)(nil)
 
 // NewPeers returns the attributor source for model.
 func (h *Host) NewPeers(model sdk.Model) *Peers {

@@ -169,7 +169,27 @@ func TestHungPluginTimesOut(t *testing.T) {
 	require.Error(t, err)
 	assert.Less(t, time.Since(start), 5*time.Second)
 	assert.Contains(t, err.Error(), "model plugin toy")
-	assert.Contains(t, err.Error(), "no answer within 500ms")
+	assert.Contains(t, err.Error(), "no progress within 500ms")
+}
+
+// TestSlowAttributionIsNotHung runs an attribution that takes longer than
+// the call timeout while it keeps calling the model: it is progress, not a
+// hang.
+func TestSlowAttributionIsNotHung(t *testing.T) {
+	ctx := context.Background()
+	h := NewHost([]string{pluginDir(t)})
+	h.CallTimeout = 500 * time.Millisecond
+	defer h.Close()
+	m, err := h.OpenModel(ctx, "toy", "toy", nil)
+	require.NoError(t, err)
+	a, err := h.OpenAttributor(ctx, "ig")
+	require.NoError(t, err)
+	start := time.Now()
+	qs := []sdk.AttributionQuery{{Query: sdk.Query{Prompt: "a b __slow__", Answer: "c"}}, {Query: sdk.Query{Prompt: "b __slow__", Answer: "c"}}}
+	res, err := sdk.AttributeFact(ctx, a, m, qs, sdk.Options{Values: map[string]string{"steps": "4"}})
+	require.NoError(t, err)
+	require.Len(t, res, 2)
+	assert.Greater(t, time.Since(start), time.Second, "the attribution should outlast the timeout for this test to mean anything")
 }
 
 // TestNoOrphansWhenHostDies kills a host process with SIGKILL and checks

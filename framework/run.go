@@ -315,12 +315,17 @@ func runFact(ctx context.Context, slot *modelSlot, attr *attributorPool, cfg Run
 	model := slot.inst
 	res := &FactResult{ID: f.ID, Relation: f.Relation, Target: f.Target, Prompts: prompts, Model: cfg.Model, Attributor: cfg.Attributor, P: cfg.Rules.P}
 	sums := map[Neuron]float64{}
+	qs := make([]sdk.AttributionQuery, len(prompts))
 	for i, prompt := range prompts {
-		q := sdk.AttributionQuery{Query: sdk.Query{Prompt: prompt, Answer: f.Target}, Layers: cfg.Layers, Hook: cfg.Hook}
-		at, err := a.Attribute(ctx, model, q, sdk.Options{Values: cfg.AttributorOptions, Peers: slot.peers})
-		if err != nil {
-			return nil, fmt.Errorf("prompt %d %q: %w", i+1, prompt, err)
-		}
+		qs[i] = sdk.AttributionQuery{Query: sdk.Query{Prompt: prompt, Answer: f.Target}, Layers: cfg.Layers, Hook: cfg.Hook}
+	}
+	// One call for the fact: methods that share work across prompts
+	// (NoiseGrad's noisy models) do it once.
+	ats, err := sdk.AttributeFact(ctx, a, model, qs, sdk.Options{Values: cfg.AttributorOptions, Peers: slot.peers})
+	if err != nil {
+		return nil, err
+	}
+	for _, at := range ats {
 		for li, l := range at.Layers {
 			for j, x := range at.Scores[li] {
 				sums[Neuron{l, j}] += float64(x)

@@ -178,7 +178,7 @@ func TestRunHungPlugin(t *testing.T) {
 	sum, err := h.Run(context.Background(), toyConfig(""), []Fact{hang, facts[0]})
 	require.NoError(t, err)
 	require.Len(t, sum.Failed, 1)
-	assert.Contains(t, sum.Failed[0].Err, "no answer within 1s")
+	assert.Contains(t, sum.Failed[0].Err, "no progress within 1s")
 	assert.Equal(t, 1, sum.Done, "the next fact runs on a fresh plugin")
 }
 

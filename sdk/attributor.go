@@ -1,6 +1,9 @@
 package sdk
 
-import "context"
+import (
+	"context"
+	"fmt"
+)
 
 // OptionSpec documents one option of an attributor.
 type OptionSpec struct {
@@ -67,4 +70,35 @@ type Options struct {
 type Attributor interface {
 	Info(ctx context.Context) (AttributorInfo, error)
 	Attribute(ctx context.Context, model Model, q AttributionQuery, opts Options) (*Attribution, error)
+}
+
+// FactAttributor is an Attributor that attributes all prompts of a fact in
+// one call. A method whose work is shared across prompts implements it:
+// NoiseGrad draws each noisy model once per fact instead of once per prompt,
+// and calibrates sigma=auto on all the fact's prompts. Results are in the
+// order of qs.
+type FactAttributor interface {
+	Attributor
+	AttributeFact(ctx context.Context, model Model, qs []AttributionQuery, opts Options) ([]*Attribution, error)
+}
+
+// AttributeFact attributes every query of a fact with a: in one call when a
+// is a FactAttributor, else one Attribute call per query.
+func AttributeFact(ctx context.Context, a Attributor, model Model, qs []AttributionQuery, opts Options) ([]*Attribution, error) {
+	if fa, ok := a.(FactAttributor); ok {
+		return fa.AttributeFact(ctx, model, qs, opts)
+	}
+	return attributeEach(ctx, a, model, qs, opts)
+}
+
+func attributeEach(ctx context.Context, a Attributor, model Model, qs []AttributionQuery, opts Options) ([]*Attribution, error) {
+	out := make([]*Attribution, len(qs))
+	for i, q := range qs {
+		r, err := a.Attribute(ctx, model, q, opts)
+		if err != nil {
+			return nil, fmt.Errorf("prompt %d %q: %w", i+1, q.Query.Prompt, err)
+		}
+		out[i] = r
+	}
+	return out, nil
 }

@@ -20,14 +20,18 @@
 // it the model through go-plugin's broker, and it drives that model through
 // the Model interface — typically one Gradients request per (prompt, layer)
 // with a batch of alphas. Methods that wrap another method (NoiseGrad over
-// integrated gradients) run it through Options.Peers.
+// integrated gradients) run it through Options.Peers. A method whose work
+// is shared across the prompts of a fact (NoiseGrad draws each noisy model
+// once per fact) also implements FactAttributor; hosts call AttributeFact,
+// which falls back to one Attribute per prompt for other methods.
 //
 // # Contract
 //
 // Errors caused by the caller's input must match ErrInvalidInput (use
 // InvalidInputf) and name the input and what was expected; they cross the
 // plugin boundary as gRPC INVALID_ARGUMENT. Attributors must reject unknown
-// options. Weight edits and noise must be undoable bit for bit. The
+// options. A call is reported as hung after the host's timeout without an
+// answer; an attributor calling the model it is lent is making progress. Weight edits and noise must be undoable bit for bit. The
 // conformance package checks all of this against a plugin binary; run it
 // from your plugin's tests.
 //

@@ -6,6 +6,8 @@ import (
 
 	plugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/knctl/knctl/sdk/pb"
 )
@@ -27,22 +29,11 @@ func (s *attributorServer) Info(ctx context.Context, _ *pb.Empty) (*pb.Attributo
 }
 
 func (s *attributorServer) Attribute(ctx context.Context, req *pb.AttributeRequest) (*pb.AttributeResponse, error) {
-	conn, err := s.broker.Dial(req.ModelBrokerId)
+	model, opts, done, err := s.lent(req.ModelBrokerId, req.PeersBrokerId, req.Options)
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("dial the model lent by the host: %w", err))
+		return nil, toStatus(err)
 	}
-	defer conn.Close()
-	model := &ModelClient{c: pb.NewModelClient(conn)}
-
-	opts := Options{Values: req.Options}
-	if req.PeersBrokerId != 0 {
-		pconn, err := s.broker.Dial(req.PeersBrokerId)
-		if err != nil {
-			return nil, toStatus(fmt.Errorf("dial the host's attributor source: %w", err))
-		}
-		defer pconn.Close()
-		opts.Peers = &peersClient{c: pb.NewAttributorSourceClient(pconn)}
-	}
+	defer done()
 	a, err := s.impl.Attribute(ctx, model, attributionQueryFromPB(req.Query), opts)
 	if err != nil {
 		return nil, toStatus(err)
@@ -51,13 +42,65 @@ func (s *attributorServer) Attribute(ctx context.Context, req *pb.AttributeReque
 	return resp, toStatus(err)
 }
 
+func (s *attributorServer) AttributeFact(ctx context.Context, req *pb.AttributeFactRequest) (*pb.AttributeFactResponse, error) {
+	model, opts, done, err := s.lent(req.ModelBrokerId, req.PeersBrokerId, req.Options)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	defer done()
+	qs := make([]AttributionQuery, len(req.Queries))
+	for i, q := range req.Queries {
+		qs[i] = attributionQueryFromPB(q)
+	}
+	res, err := AttributeFact(ctx, s.impl, model, qs, opts)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if len(res) != len(qs) {
+		return nil, toStatus(fmt.Errorf("attributor returned %d results for %d prompts", len(res), len(qs)))
+	}
+	out := &pb.AttributeFactResponse{}
+	for _, a := range res {
+		r, err := attributionToPB(a)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		out.Results = append(out.Results, r)
+	}
+	return out, nil
+}
+
+// lent dials the model (and peers, when offered) the host lends for one
+// call; done hangs up.
+func (s *attributorServer) lent(modelID, peersID uint32, values map[string]string) (Model, Options, func(), error) {
+	conn, err := s.broker.Dial(modelID)
+	if err != nil {
+		return nil, Options{}, nil, fmt.Errorf("dial the model lent by the host: %w", err)
+	}
+	opts := Options{Values: values}
+	if peersID == 0 {
+		return &ModelClient{c: pb.NewModelClient(conn)}, opts, func() { conn.Close() }, nil
+	}
+	pconn, err := s.broker.Dial(peersID)
+	if err != nil {
+		conn.Close()
+		return nil, Options{}, nil, fmt.Errorf("dial the host's attributor source: %w", err)
+	}
+	opts.Peers = &peersClient{c: pb.NewAttributorSourceClient(pconn)}
+	return &ModelClient{c: pb.NewModelClient(conn)}, opts, func() { pconn.Close(); conn.Close() }, nil
+}
+
 // AttributorClient is an attributor plugin as the host sees it.
 type AttributorClient struct {
 	c      pb.AttributorClient
 	broker *plugin.GRPCBroker
+	// busy, when set, brackets every call the plugin makes to what the
+	// host lends it (busy() at the start, the returned func at the end), so
+	// the launcher's hang detection sees progress.
+	busy func() (end func())
 }
 
-var _ Attributor = (*AttributorClient)(nil)
+var _ FactAttributor = (*AttributorClient)(nil)
 
 // Info implements Attributor.
 func (c *AttributorClient) Info(ctx context.Context) (AttributorInfo, error) {
@@ -71,23 +114,63 @@ func (c *AttributorClient) Info(ctx context.Context) (AttributorInfo, error) {
 // Attribute lends model (and opts.Peers) to the plugin for the duration of
 // the call and returns its result.
 func (c *AttributorClient) Attribute(ctx context.Context, model Model, q AttributionQuery, opts Options) (*Attribution, error) {
-	stopModel := c.serve(func(s *grpc.Server) { pb.RegisterModelServer(s, &modelServer{model: model}) })
-	defer stopModel.stop()
-	req := &pb.AttributeRequest{
-		ModelBrokerId: stopModel.id,
-		Query:         attributionQueryToPB(q),
-		Options:       opts.Values,
-	}
-	if opts.Peers != nil {
-		peers := c.serve(func(s *grpc.Server) { pb.RegisterAttributorSourceServer(s, &peersServer{impl: opts.Peers}) })
-		defer peers.stop()
-		req.PeersBrokerId = peers.id
-	}
-	resp, err := c.c.Attribute(ctx, req)
+	var resp *pb.AttributeResponse
+	err := c.lend(model, opts, func(modelID, peersID uint32) error {
+		var err error
+		resp, err = c.c.Attribute(ctx, &pb.AttributeRequest{
+			ModelBrokerId: modelID, PeersBrokerId: peersID, Query: attributionQueryToPB(q), Options: opts.Values,
+		})
+		return err
+	})
 	if err != nil {
 		return nil, fromStatus(err)
 	}
 	return attributionFromPB(resp)
+}
+
+// AttributeFact implements FactAttributor: one call for all queries. A
+// plugin built before the call existed is asked once per query.
+func (c *AttributorClient) AttributeFact(ctx context.Context, model Model, qs []AttributionQuery, opts Options) ([]*Attribution, error) {
+	req := &pb.AttributeFactRequest{Options: opts.Values}
+	for _, q := range qs {
+		req.Queries = append(req.Queries, attributionQueryToPB(q))
+	}
+	var resp *pb.AttributeFactResponse
+	err := c.lend(model, opts, func(modelID, peersID uint32) error {
+		req.ModelBrokerId, req.PeersBrokerId = modelID, peersID
+		var err error
+		resp, err = c.c.AttributeFact(ctx, req)
+		return err
+	})
+	if status.Code(err) == codes.Unimplemented {
+		return attributeEach(ctx, c, model, qs, opts)
+	}
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	if len(resp.Results) != len(qs) {
+		return nil, fmt.Errorf("attributor returned %d results for %d prompts", len(resp.Results), len(qs))
+	}
+	out := make([]*Attribution, len(qs))
+	for i, r := range resp.Results {
+		if out[i], err = attributionFromPB(r); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// lend serves model (and opts.Peers) through the broker while call runs.
+func (c *AttributorClient) lend(model Model, opts Options, call func(modelID, peersID uint32) error) error {
+	m := c.serve(func(s *grpc.Server) { pb.RegisterModelServer(s, &modelServer{model: model}) })
+	defer m.stop()
+	var peersID uint32
+	if opts.Peers != nil {
+		peers := c.serve(func(s *grpc.Server) { pb.RegisterAttributorSourceServer(s, &peersServer{impl: opts.Peers}) })
+		defer peers.stop()
+		peersID = peers.id
+	}
+	return call(m.id, peersID)
 }
 
 type brokered struct {
@@ -112,7 +195,14 @@ func (c *AttributorClient) serve(register func(*grpc.Server)) *brokered {
 	go func() {
 		defer close(b.done)
 		c.broker.AcceptAndServe(b.id, func(opts []grpc.ServerOption) *grpc.Server {
-			s := grpc.NewServer(append(opts, serverOptions()...)...)
+			opts = append(opts, serverOptions()...)
+			if c.busy != nil {
+				opts = append(opts, grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+					defer c.busy()()
+					return h(ctx, req)
+				}))
+			}
+			s := grpc.NewServer(opts...)
 			register(s)
 			b.srv <- s
 			return s

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -21,7 +22,7 @@ import (
 
 // Process is a running plugin binary. Its calls' errors name the plugin,
 // say when the process has died (with the end of its stderr), and time out
-// after CallTimeout when the plugin hangs.
+// after CallTimeout without progress when the plugin hangs.
 type Process struct {
 	// Name identifies the plugin in errors, e.g. "model plugin gpt2".
 	Name   string
@@ -29,18 +30,39 @@ type Process struct {
 	client *plugin.Client
 	stderr *tail
 	raw    any
+	// activity is the time (UnixNano) the plugin last called back into
+	// the host (the model or attributors lent to an attributor).
+	activity atomic.Int64
+	inflight atomic.Int32
 }
 
 // LaunchOptions tune Launch.
 type LaunchOptions struct {
 	// Name identifies the plugin in errors; default: the binary's name.
 	Name string
-	// CallTimeout bounds every call to the plugin; 0 means no bound.
+	// CallTimeout is how long a call may go without an answer or progress
+	// (an attributor calling the model it is lent) before it is reported
+	// as hung; 0 means no bound.
 	CallTimeout time.Duration
 	// Stderr, if set, also receives the plugin's stderr.
 	Stderr io.Writer
 	// Env is added to the plugin's environment.
 	Env []string
+}
+
+// pluginEnv is the environment plugins start with: the host's, plus
+// OMP_WAIT_POLICY=PASSIVE unless the host's sets it. libtorch's OpenMP
+// threads otherwise spin after each parallel region and starve the threads
+// of OpenBLAS (libtorch's BLAS on Debian): on 2 cores that doubles the time
+// of an attribution. OpenMP reads the variable only when it loads, before a
+// plugin's main runs, so the launcher has to set it.
+func pluginEnv(env []string) []string {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "OMP_WAIT_POLICY=") {
+			return env
+		}
+	}
+	return append(env[:len(env):len(env)], "OMP_WAIT_POLICY=PASSIVE")
 }
 
 // Launch starts the plugin binary at path, completes the handshake and
@@ -59,7 +81,7 @@ func Launch(ctx context.Context, path, kind string, opts LaunchOptions) (*Proces
 		stderr = io.MultiWriter(p.stderr, opts.Stderr)
 	}
 	cmd := exec.Command(path)
-	cmd.Env = append(os.Environ(), opts.Env...)
+	cmd.Env = append(pluginEnv(os.Environ()), opts.Env...)
 	setParentDeathSignal(cmd)
 	p.client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  Handshake,
@@ -82,6 +104,9 @@ func Launch(ctx context.Context, path, kind string, opts LaunchOptions) (*Proces
 	if err != nil {
 		p.Close()
 		return nil, fmt.Errorf("start %s (%s): %w", p.Name, path, err)
+	}
+	if a, ok := raw.(*AttributorClient); ok {
+		a.busy = p.busy
 	}
 	p.raw = raw
 	return p, nil
@@ -129,24 +154,72 @@ func (p *Process) stderrTail() string {
 }
 
 // intercept names the plugin in every error, reports a dead process, and
-// bounds each call.
+// gives up on a call after timeout without progress. A call makes progress
+// while the plugin uses what the host lends it (an attributor driving the
+// model), so a long attribution is not mistaken for a hang.
 func (p *Process) intercept(timeout time.Duration) grpc.UnaryClientInterceptor {
 	return func(parent context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		ctx := parent
+		hung := make(chan struct{})
 		if timeout > 0 {
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(parent, timeout)
+			ctx, cancel = context.WithCancel(parent)
 			defer cancel()
+			done := make(chan struct{})
+			defer close(done)
+			go p.watch(timeout, time.Now(), done, func() { close(hung); cancel() })
 		}
 		err := invoker(ctx, method, req, reply, cc, opts...)
 		if err == nil {
 			return nil
 		}
-		if timeout > 0 && ctx.Err() != nil && parent.Err() == nil && !p.client.Exited() {
-			call := method[strings.LastIndex(method, "/")+1:]
-			return status.Errorf(codes.DeadlineExceeded, "%s: %s: no answer within %s (plugin hung?)", p.Name, call, timeout)
+		select {
+		case <-hung:
+			if parent.Err() == nil && !p.client.Exited() {
+				call := method[strings.LastIndex(method, "/")+1:]
+				return status.Errorf(codes.DeadlineExceeded, "%s: %s: no answer and no progress within %s (plugin hung?)", p.Name, call, timeout)
+			}
+		default:
 		}
 		return p.wrap(method, err)
+	}
+}
+
+// watch calls giveUp once neither the call (started at start) nor anything
+// the host lends the plugin has seen activity for timeout, unless done
+// closes first.
+func (p *Process) watch(timeout time.Duration, start time.Time, done <-chan struct{}, giveUp func()) {
+	tick := time.NewTicker(min(timeout/4, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-tick.C:
+			if p.inflight.Load() > 0 {
+				continue
+			}
+			last := start
+			if a := time.Unix(0, p.activity.Load()); a.After(last) {
+				last = a
+			}
+			if now.Sub(last) >= timeout {
+				giveUp()
+				return
+			}
+		}
+	}
+}
+
+// busy records that the plugin calls something the host lent it; the
+// returned func records the end of that call. While such a call runs the
+// plugin is making progress.
+func (p *Process) busy() func() {
+	p.inflight.Add(1)
+	p.activity.Store(time.Now().UnixNano())
+	return func() {
+		p.activity.Store(time.Now().UnixNano())
+		p.inflight.Add(-1)
 	}
 }
 

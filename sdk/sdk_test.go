@@ -79,3 +79,12 @@ func TestParseHook(t *testing.T) {
 	_, err = ParseHook("mid")
 	assert.ErrorIs(t, err, ErrInvalidInput)
 }
+
+func TestPluginEnvMakesOpenMPPassive(t *testing.T) {
+	env := []string{"PATH=/bin"}
+	got := pluginEnv(env)
+	assert.Equal(t, []string{"PATH=/bin", "OMP_WAIT_POLICY=PASSIVE"}, got)
+	assert.Equal(t, []string{"PATH=/bin"}, env, "the host's environment is not changed")
+	mine := []string{"OMP_WAIT_POLICY=ACTIVE", "PATH=/bin"}
+	assert.Equal(t, mine, pluginEnv(mine), "the user's choice wins")
+}

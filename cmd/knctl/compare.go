@@ -22,11 +22,13 @@ func (a *app) compareCmd() *cobra.Command {
 		Short: "Compare attribution methods and prompt budgets against a reference",
 		Long: `Run every --method over the facts of --facts at every prompt budget
 (--prompts-per-fact, taking a seeded random subset of each fact's prompts; smaller
-budgets are subsets of larger ones) and report, per method and budget:
-knowledge neurons per fact; precision, recall and Jaccard index against the
-reference (--reference run on all of a fact's prompts); the suppression effect
-of the found neurons on the fact itself and on facts of other relations (ratio
-of means, as knctl factworld eval); and seconds per fact. A method is NAME or
+budgets are subsets of larger ones, and each budget is a run of its own that
+sees only its prompts) and report, per method and budget: knowledge neurons per
+fact; precision, recall and Jaccard index against the reference (--reference
+run on all of a fact's prompts); the suppression effect of the found neurons on
+the fact itself and on facts of other relations, and of as many random neurons
+of the same layers (the control, in --csv and --json; ratio of means, as knctl
+factworld eval); and seconds per fact. A method is NAME or
 NAME:key=value,... with the attributor's options (see knctl plugins), e.g.
 "noisegrad:n=10,sigma=0.005,base.steps=20". Neurons come from the rules of
 knctl run (--threshold, --p, --min-count; with one prompt the coarse neurons).`,

@@ -67,7 +67,7 @@ Exit status: 0 success, 1 failure, 2 bad input or usage, 130 interrupted.`,
 	pf.String("config", "", "config file (default ./knctl.yaml, else ~/.knctl/knctl.yaml)")
 	pf.Bool("json", false, "print machine-readable JSON")
 	pf.StringSlice("plugin-dir", nil, "extra directories to search for plugins (searched first)")
-	pf.Duration("plugin-timeout", 10*time.Minute, "give up on a plugin call after this long (0: never)")
+	pf.Duration("plugin-timeout", 10*time.Minute, "report a plugin call as hung after this long without an answer or progress (0: never)")
 	pf.Bool("quiet", false, "print no progress information")
 	a.root.SetOut(a.out)
 	a.root.SetErr(a.errOut)
@@ -146,24 +146,34 @@ func (a *app) host() *framework.Host {
 var hubDefaults = map[string]string{"gpt2": "gpt2", "bert": "bert-base-cased"}
 
 // defaultCheckpoint is the checkpoint used without --checkpoint: the
-// fact-world model the repo ships (factworld/NAME, beside the knctl binary's
-// directory or in the working directory), else a HuggingFace id resolved
-// offline from the local cache.
+// fact-world model the repo ships (factworld/NAME), else a HuggingFace id
+// resolved offline from the local cache.
 func defaultCheckpoint(model string) string {
+	if d := repoData(filepath.Join("factworld", model)); d != "" {
+		return d
+	}
+	return hubDefaults[model]
+}
+
+// repoData finds a checkpoint directory the repo ships (rel, holding a
+// config.json) beside the knctl binary's directory (bin/../rel) or in the
+// working directory, so a built knctl finds it from anywhere. It returns ""
+// when neither holds it.
+func repoData(rel string) string {
 	var dirs []string
 	if exe, err := os.Executable(); err == nil {
 		if real, err := filepath.EvalSymlinks(exe); err == nil {
 			exe = real
 		}
-		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "..", "factworld", model))
+		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "..", rel))
 	}
-	dirs = append(dirs, filepath.Join("factworld", model))
+	dirs = append(dirs, rel)
 	for _, d := range dirs {
 		if _, err := os.Stat(filepath.Join(d, "config.json")); err == nil {
 			return filepath.Clean(d)
 		}
 	}
-	return hubDefaults[model]
+	return ""
 }
 
 // modelFlags adds --model, --checkpoint, --threads and --model-option.

@@ -46,7 +46,7 @@ var optionSpecs = []sdk.OptionSpec{
 // Attributor is NoiseGrad/FusionGrad. The zero value is ready to use.
 type Attributor struct{}
 
-var _ sdk.Attributor = Attributor{}
+var _ sdk.FactAttributor = Attributor{}
 
 // Info implements sdk.Attributor.
 func (Attributor) Info(context.Context) (sdk.AttributorInfo, error) {
@@ -131,7 +131,20 @@ func parseOptions(opts sdk.Options) (config, error) {
 }
 
 // Attribute implements sdk.Attributor.
-func (Attributor) Attribute(ctx context.Context, model sdk.Model, q sdk.AttributionQuery, opts sdk.Options) (res *sdk.Attribution, err error) {
+func (a Attributor) Attribute(ctx context.Context, model sdk.Model, q sdk.AttributionQuery, opts sdk.Options) (*sdk.Attribution, error) {
+	res, err := a.AttributeFact(ctx, model, []sdk.AttributionQuery{q}, opts)
+	if err != nil {
+		return nil, err
+	}
+	return res[0], nil
+}
+
+// AttributeFact implements sdk.FactAttributor. Each noisy model is drawn
+// once and attributes every prompt of the fact, so drawing noise (a pass
+// over all weights) is paid N times per fact, not per prompt; sigma=auto is
+// calibrated on all the fact's prompts. Sample i uses the same seed for
+// every prompt, so a prompt's scores do not depend on the others.
+func (Attributor) AttributeFact(ctx context.Context, model sdk.Model, qs []sdk.AttributionQuery, opts sdk.Options) (res []*sdk.Attribution, err error) {
 	start := time.Now()
 	c, err := parseOptions(opts)
 	if err != nil {
@@ -140,8 +153,13 @@ func (Attributor) Attribute(ctx context.Context, model sdk.Model, q sdk.Attribut
 	if opts.Peers == nil {
 		return nil, fmt.Errorf("noisegrad: the host offers no attributor source to run the base method %q", c.base)
 	}
-	if q.Query.Answer == "" {
-		return nil, sdk.InvalidInputf("answer: empty; expected the text the prompt should be completed with")
+	if len(qs) == 0 {
+		return nil, sdk.InvalidInputf("prompts: none given; expected at least one")
+	}
+	for i, q := range qs {
+		if q.Query.Answer == "" {
+			return nil, sdk.InvalidInputf("prompt %d %q: answer: empty; expected the text the prompt should be completed with", i+1, q.Query.Prompt)
+		}
 	}
 	// Whatever happens, the model leaves with its own weights.
 	defer func() {
@@ -150,21 +168,17 @@ func (Attributor) Attribute(ctx context.Context, model sdk.Model, q sdk.Attribut
 		}
 	}()
 	if c.auto {
-		if c.sigma, err = autoSigma(ctx, model, q.Query, c); err != nil {
+		if c.sigma, err = autoSigma(ctx, model, qs, c); err != nil {
 			return nil, err
 		}
 	}
-	var sum [][]float64
-	var layers []int
-	out := &sdk.Attribution{Extra: map[string]float64{"sigma": c.sigma, "n": float64(c.n), "m": float64(c.m)}}
-	var completeness float64
-	samples := 0
+	acc := make([]sample, len(qs))
+	inputs := max(c.m, 1)
 	for i := 0; i < c.n; i++ {
 		spec := sdk.NoiseSpec{Seed: c.seed*1_000_003 + int64(i), Sigma: c.sigma, Mode: c.mode, Scope: c.scope}
 		if err := model.ApplyNoise(ctx, spec); err != nil {
 			return nil, fmt.Errorf("noisegrad: sample %d: %w", i, err)
 		}
-		inputs := max(c.m, 1)
 		for j := 0; j < inputs; j++ {
 			bo := c.baseOpts
 			if c.m > 0 && c.inputSigma > 0 {
@@ -173,46 +187,82 @@ func (Attributor) Attribute(ctx context.Context, model sdk.Model, q sdk.Attribut
 					"input-noise-seed": fmt.Sprint(c.seed*1_000_003 + int64(i*inputs+j)),
 				})
 			}
-			a, err := opts.Peers.Attribute(ctx, c.base, q, bo)
-			if err != nil {
-				return nil, fmt.Errorf("noisegrad: sample %d: base method %s: %w", i, c.base, err)
-			}
-			if sum == nil {
-				layers = a.Layers
-				sum = make([][]float64, len(a.Scores))
-				for k := range sum {
-					sum[k] = make([]float64, len(a.Scores[k]))
+			for k, q := range qs {
+				a, err := opts.Peers.Attribute(ctx, c.base, q, bo)
+				if err != nil {
+					return nil, fmt.Errorf("noisegrad: prompt %d %q: sample %d: base method %s: %w", k+1, q.Query.Prompt, i, c.base, err)
+				}
+				if err := acc[k].add(a); err != nil {
+					return nil, fmt.Errorf("noisegrad: prompt %d %q: sample %d: %w", k+1, q.Query.Prompt, i, err)
 				}
 			}
-			for k, row := range a.Scores {
-				for x, v := range row {
-					sum[k][x] += float64(v)
-				}
-			}
-			out.Passes += a.Passes
-			out.ModelSeconds += a.ModelSeconds
-			for _, d := range a.LayerDiagnostics {
-				completeness = math.Max(completeness, math.Abs(d.CompletenessError))
-			}
-			samples++
-		}
-	}
-	out.Layers = layers
-	out.Scores = make([][]float32, len(sum))
-	for k, row := range sum {
-		out.Scores[k] = make([]float32, len(row))
-		for x, v := range row {
-			out.Scores[k][x] = float32(v / float64(samples))
 		}
 	}
 	name := "noisegrad"
 	if c.m > 0 {
 		name = "fusiongrad"
 	}
-	out.Method = fmt.Sprintf("%s(%s, N=%d, M=%d, σ=%g %s)", name, c.base, c.n, c.m, c.sigma, c.mode)
-	out.Extra["max_base_completeness_error"] = completeness
-	out.Seconds = time.Since(start).Seconds()
-	return out, nil
+	method := fmt.Sprintf("%s(%s, N=%d, M=%d, σ=%g %s)", name, c.base, c.n, c.m, c.sigma, c.mode)
+	// The wall time is shared: each prompt gets its part of it.
+	secs := time.Since(start).Seconds() / float64(len(qs))
+	for k := range acc {
+		out := acc[k].result()
+		out.Method = method
+		out.Seconds = secs
+		out.Extra = map[string]float64{"sigma": c.sigma, "n": float64(c.n), "m": float64(c.m), "max_base_completeness_error": acc[k].completeness}
+		res = append(res, out)
+	}
+	return res, nil
+}
+
+// sample accumulates one prompt's base attributions over the noise samples.
+type sample struct {
+	layers       []int
+	sum          [][]float64
+	n            int
+	passes       int64
+	modelSeconds float64
+	completeness float64
+}
+
+func (s *sample) add(a *sdk.Attribution) error {
+	if s.sum == nil {
+		s.layers = a.Layers
+		s.sum = make([][]float64, len(a.Scores))
+		for k := range s.sum {
+			s.sum[k] = make([]float64, len(a.Scores[k]))
+		}
+	}
+	if len(a.Scores) != len(s.sum) {
+		return fmt.Errorf("base method returned %d layers, earlier %d", len(a.Scores), len(s.sum))
+	}
+	for k, row := range a.Scores {
+		if len(row) != len(s.sum[k]) {
+			return fmt.Errorf("base method returned %d neurons in layer %d, earlier %d", len(row), s.layers[k], len(s.sum[k]))
+		}
+		for x, v := range row {
+			s.sum[k][x] += float64(v)
+		}
+	}
+	s.passes += a.Passes
+	s.modelSeconds += a.ModelSeconds
+	for _, d := range a.LayerDiagnostics {
+		s.completeness = math.Max(s.completeness, math.Abs(d.CompletenessError))
+	}
+	s.n++
+	return nil
+}
+
+// result is the mean attribution.
+func (s *sample) result() *sdk.Attribution {
+	out := &sdk.Attribution{Layers: s.layers, Scores: make([][]float32, len(s.sum)), Passes: s.passes, ModelSeconds: s.modelSeconds}
+	for k, row := range s.sum {
+		out.Scores[k] = make([]float32, len(row))
+		for x, v := range row {
+			out.Scores[k][x] = float32(v / float64(s.n))
+		}
+	}
+	return out
 }
 
 func cloneWith(a, b map[string]string) map[string]string {
@@ -228,11 +278,23 @@ func cloneWith(a, b map[string]string) map[string]string {
 
 // autoSigma implements the paper's heuristic for this setting: the
 // largest sigma of a doubling grid whose noisy models keep the mean answer
-// probability (over 8 noise samples) within 5% of the clean model's.
-func autoSigma(ctx context.Context, m sdk.Model, q sdk.Query, c config) (float64, error) {
-	clean, err := m.Predict(ctx, sdk.PredictRequest{Query: q})
+// probability over the fact's prompts (and 8 noise samples) within 5% of
+// the clean model's.
+func autoSigma(ctx context.Context, m sdk.Model, qs []sdk.AttributionQuery, c config) (float64, error) {
+	meanProb := func() (float64, error) {
+		var mean float64
+		for _, q := range qs {
+			p, err := m.Predict(ctx, sdk.PredictRequest{Query: q.Query})
+			if err != nil {
+				return 0, fmt.Errorf("noisegrad: sigma auto: prompt %q: %w", q.Query.Prompt, err)
+			}
+			mean += p.AnswerProb / float64(len(qs))
+		}
+		return mean, nil
+	}
+	clean, err := meanProb()
 	if err != nil {
-		return 0, fmt.Errorf("noisegrad: sigma auto: %w", err)
+		return 0, err
 	}
 	best := 0.0
 	for k := 0; k < 10; k++ {
@@ -243,13 +305,13 @@ func autoSigma(ctx context.Context, m sdk.Model, q sdk.Query, c config) (float64
 			if err := m.ApplyNoise(ctx, sdk.NoiseSpec{Seed: -1 - int64(i), Sigma: sigma, Mode: c.mode, Scope: c.scope}); err != nil {
 				return 0, fmt.Errorf("noisegrad: sigma auto: %w", err)
 			}
-			p, err := m.Predict(ctx, sdk.PredictRequest{Query: q})
+			p, err := meanProb()
 			if err != nil {
-				return 0, fmt.Errorf("noisegrad: sigma auto: %w", err)
+				return 0, err
 			}
-			mean += p.AnswerProb / samples
+			mean += p / samples
 		}
-		if mean < 0.95*clean.AnswerProb {
+		if mean < 0.95*clean {
 			break
 		}
 		best = sigma

@@ -75,6 +75,33 @@ func TestSeedsAndAveraging(t *testing.T) {
 
 func base8Passes() int64 { return 3 * (8 + 1) } // right rule: 8 nodes plus alpha=0, 3 layers
 
+// TestFactEqualsPerPrompt: attributing a fact's prompts in one call (each
+// noisy model drawn once) gives every prompt the scores it gets alone.
+func TestFactEqualsPerPrompt(t *testing.T) {
+	m := sdktest.NewToy(3, 16, 32, 1)
+	ctx := context.Background()
+	qs := []sdk.AttributionQuery{query, {Query: sdk.Query{Prompt: "france has the capital", Answer: "paris"}}}
+	for _, opts := range []map[string]string{
+		{"sigma": "0.1", "n": "3", "seed": "2", "base.steps": "8"},
+		{"sigma": "0.1", "n": "2", "m": "2", "input-sigma": "0.3", "base.steps": "8"},
+	} {
+		o := sdk.Options{Values: opts, Peers: peersFor(m)}
+		fact, err := Attributor{}.AttributeFact(ctx, m, qs, o)
+		require.NoError(t, err)
+		require.Len(t, fact, 2)
+		for i, q := range qs {
+			one, err := Attributor{}.Attribute(ctx, m, q, o)
+			require.NoError(t, err)
+			assert.Equal(t, one.Scores, fact[i].Scores, "prompt %d, %v", i, opts)
+			assert.Equal(t, one.Passes, fact[i].Passes)
+		}
+		assert.NotEqual(t, fact[0].Scores, fact[1].Scores)
+	}
+	_, err := Attributor{}.AttributeFact(ctx, m, nil, sdk.Options{Peers: peersFor(m)})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "prompts: none given")
+}
+
 func TestWeightsRestored(t *testing.T) {
 	ctx := context.Background()
 	m := sdktest.NewToy(3, 16, 32, 1)

@@ -279,7 +279,9 @@ func AttributorPlugin(t *testing.T, path string, opts ...Option) {
 
 // Attributor checks an attribution method on a toy model whose weights it
 // knows: results have the right shape, are deterministic, honour the layer
-// selection, do not leave the model changed, and reject bad input.
+// selection, are the same for a prompt alone and within a fact
+// (sdk.AttributeFact) with the default options, do not leave the model
+// changed, and reject bad input.
 func Attributor(t *testing.T, a sdk.Attributor, opts ...Option) {
 	t.Helper()
 	var cfg attrConfig
@@ -324,6 +326,20 @@ func Attributor(t *testing.T, a sdk.Attributor, opts ...Option) {
 	require.NoError(t, err)
 	require.Equal(t, []int{2}, sub.Layers)
 	assert.InDeltaSlice(t, toF64(res.Scores[2]), toF64(sub.Scores[0]), 1e-6, "layer subset gives the same scores")
+
+	// A fact's prompts in one call (sdk.AttributeFact, which uses the
+	// method's own AttributeFact when it has one): one result per prompt,
+	// in order, each what the prompt gets alone.
+	q2 := sdk.AttributionQuery{Query: sdk.Query{Prompt: "france has the capital", Answer: "paris"}}
+	fact, err := sdk.AttributeFact(ctx, a, toy, []sdk.AttributionQuery{q, q2}, options(nil))
+	require.NoError(t, err)
+	require.Len(t, fact, 2)
+	assert.Equal(t, res.Scores, fact[0].Scores, "AttributeFact: the first prompt's scores are its own")
+	alone, err := a.Attribute(ctx, toy, q2, options(nil))
+	require.NoError(t, err)
+	assert.Equal(t, alone.Scores, fact[1].Scores, "AttributeFact: the second prompt's scores are its own")
+	_, err = sdk.AttributeFact(ctx, a, toy, []sdk.AttributionQuery{q, {Query: sdk.Query{Prompt: "x"}}}, options(nil))
+	assert.ErrorIs(t, err, sdk.ErrInvalidInput, "AttributeFact: a prompt without an answer")
 
 	after, err := toy.Predict(ctx, sdk.PredictRequest{Query: q.Query, TopK: 3})
 	require.NoError(t, err)

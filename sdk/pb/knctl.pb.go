@@ -2013,6 +2013,119 @@ func (x *AttributeRequest) GetOptions() map[string]string {
 	return nil
 }
 
+type AttributeFactRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ModelBrokerId uint32                 `protobuf:"varint,1,opt,name=model_broker_id,json=modelBrokerId,proto3" json:"model_broker_id,omitempty"`
+	PeersBrokerId uint32                 `protobuf:"varint,2,opt,name=peers_broker_id,json=peersBrokerId,proto3" json:"peers_broker_id,omitempty"`
+	Queries       []*AttributionQuery    `protobuf:"bytes,3,rep,name=queries,proto3" json:"queries,omitempty"`
+	Options       map[string]string      `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttributeFactRequest) Reset() {
+	*x = AttributeFactRequest{}
+	mi := &file_knctl_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttributeFactRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttributeFactRequest) ProtoMessage() {}
+
+func (x *AttributeFactRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_knctl_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttributeFactRequest.ProtoReflect.Descriptor instead.
+func (*AttributeFactRequest) Descriptor() ([]byte, []int) {
+	return file_knctl_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *AttributeFactRequest) GetModelBrokerId() uint32 {
+	if x != nil {
+		return x.ModelBrokerId
+	}
+	return 0
+}
+
+func (x *AttributeFactRequest) GetPeersBrokerId() uint32 {
+	if x != nil {
+		return x.PeersBrokerId
+	}
+	return 0
+}
+
+func (x *AttributeFactRequest) GetQueries() []*AttributionQuery {
+	if x != nil {
+		return x.Queries
+	}
+	return nil
+}
+
+func (x *AttributeFactRequest) GetOptions() map[string]string {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+type AttributeFactResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per query, in their order.
+	Results       []*AttributeResponse `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttributeFactResponse) Reset() {
+	*x = AttributeFactResponse{}
+	mi := &file_knctl_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttributeFactResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttributeFactResponse) ProtoMessage() {}
+
+func (x *AttributeFactResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_knctl_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttributeFactResponse.ProtoReflect.Descriptor instead.
+func (*AttributeFactResponse) Descriptor() ([]byte, []int) {
+	return file_knctl_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *AttributeFactResponse) GetResults() []*AttributeResponse {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 type LayerDiagnostics struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	Layer             int32                  `protobuf:"varint,1,opt,name=layer,proto3" json:"layer,omitempty"`
@@ -2026,7 +2139,7 @@ type LayerDiagnostics struct {
 
 func (x *LayerDiagnostics) Reset() {
 	*x = LayerDiagnostics{}
-	mi := &file_knctl_proto_msgTypes[29]
+	mi := &file_knctl_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2038,7 +2151,7 @@ func (x *LayerDiagnostics) String() string {
 func (*LayerDiagnostics) ProtoMessage() {}
 
 func (x *LayerDiagnostics) ProtoReflect() protoreflect.Message {
-	mi := &file_knctl_proto_msgTypes[29]
+	mi := &file_knctl_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2051,7 +2164,7 @@ func (x *LayerDiagnostics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LayerDiagnostics.ProtoReflect.Descriptor instead.
 func (*LayerDiagnostics) Descriptor() ([]byte, []int) {
-	return file_knctl_proto_rawDescGZIP(), []int{29}
+	return file_knctl_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LayerDiagnostics) GetLayer() int32 {
@@ -2107,7 +2220,7 @@ type AttributeResponse struct {
 
 func (x *AttributeResponse) Reset() {
 	*x = AttributeResponse{}
-	mi := &file_knctl_proto_msgTypes[30]
+	mi := &file_knctl_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2232,7 @@ func (x *AttributeResponse) String() string {
 func (*AttributeResponse) ProtoMessage() {}
 
 func (x *AttributeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_knctl_proto_msgTypes[30]
+	mi := &file_knctl_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2245,7 @@ func (x *AttributeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttributeResponse.ProtoReflect.Descriptor instead.
 func (*AttributeResponse) Descriptor() ([]byte, []int) {
-	return file_knctl_proto_rawDescGZIP(), []int{30}
+	return file_knctl_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AttributeResponse) GetLayers() []int32 {
@@ -2209,7 +2322,7 @@ type PeerAttributeRequest struct {
 
 func (x *PeerAttributeRequest) Reset() {
 	*x = PeerAttributeRequest{}
-	mi := &file_knctl_proto_msgTypes[31]
+	mi := &file_knctl_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2334,7 @@ func (x *PeerAttributeRequest) String() string {
 func (*PeerAttributeRequest) ProtoMessage() {}
 
 func (x *PeerAttributeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_knctl_proto_msgTypes[31]
+	mi := &file_knctl_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2347,7 @@ func (x *PeerAttributeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerAttributeRequest.ProtoReflect.Descriptor instead.
 func (*PeerAttributeRequest) Descriptor() ([]byte, []int) {
-	return file_knctl_proto_rawDescGZIP(), []int{31}
+	return file_knctl_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PeerAttributeRequest) GetAttributor() string {
@@ -2438,7 +2551,17 @@ const file_knctl_proto_rawDesc = "" +
 	"\aoptions\x18\x04 \x03(\v2'.knctl.v1.AttributeRequest.OptionsEntryR\aoptions\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb6\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x02\n" +
+	"\x14AttributeFactRequest\x12&\n" +
+	"\x0fmodel_broker_id\x18\x01 \x01(\rR\rmodelBrokerId\x12&\n" +
+	"\x0fpeers_broker_id\x18\x02 \x01(\rR\rpeersBrokerId\x124\n" +
+	"\aqueries\x18\x03 \x03(\v2\x1a.knctl.v1.AttributionQueryR\aqueries\x12E\n" +
+	"\aoptions\x18\x04 \x03(\v2+.knctl.v1.AttributeFactRequest.OptionsEntryR\aoptions\x1a:\n" +
+	"\fOptionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
+	"\x15AttributeFactResponse\x125\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.knctl.v1.AttributeResponseR\aresults\"\xb6\x01\n" +
 	"\x10LayerDiagnostics\x12\x14\n" +
 	"\x05layer\x18\x01 \x01(\x05R\x05layer\x12\x1b\n" +
 	"\tprob_full\x18\x02 \x01(\x01R\bprobFull\x12#\n" +
@@ -2486,11 +2609,12 @@ const file_knctl_proto_rawDesc = "" +
 	"ApplyNoise\x12\x13.knctl.v1.NoiseSpec\x1a\x0f.knctl.v1.Empty\x12/\n" +
 	"\vRemoveNoise\x12\x0f.knctl.v1.Empty\x1a\x0f.knctl.v1.Empty\x12.\n" +
 	"\x04Save\x12\x15.knctl.v1.SaveRequest\x1a\x0f.knctl.v1.Empty\x12:\n" +
-	"\x05Train\x12\x16.knctl.v1.TrainRequest\x1a\x17.knctl.v1.TrainProgress0\x012\x85\x01\n" +
+	"\x05Train\x12\x16.knctl.v1.TrainRequest\x1a\x17.knctl.v1.TrainProgress0\x012\xd7\x01\n" +
 	"\n" +
 	"Attributor\x121\n" +
 	"\x04Info\x12\x0f.knctl.v1.Empty\x1a\x18.knctl.v1.AttributorInfo\x12D\n" +
-	"\tAttribute\x12\x1a.knctl.v1.AttributeRequest\x1a\x1b.knctl.v1.AttributeResponse2\\\n" +
+	"\tAttribute\x12\x1a.knctl.v1.AttributeRequest\x1a\x1b.knctl.v1.AttributeResponse\x12P\n" +
+	"\rAttributeFact\x12\x1e.knctl.v1.AttributeFactRequest\x1a\x1f.knctl.v1.AttributeFactResponse2\\\n" +
 	"\x10AttributorSource\x12H\n" +
 	"\tAttribute\x12\x1e.knctl.v1.PeerAttributeRequest\x1a\x1b.knctl.v1.AttributeResponseB\x1fZ\x1dgithub.com/knctl/knctl/sdk/pbb\x06proto3"
 
@@ -2506,49 +2630,52 @@ func file_knctl_proto_rawDescGZIP() []byte {
 	return file_knctl_proto_rawDescData
 }
 
-var file_knctl_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_knctl_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_knctl_proto_goTypes = []any{
-	(*Empty)(nil),                // 0: knctl.v1.Empty
-	(*LoadRequest)(nil),          // 1: knctl.v1.LoadRequest
-	(*ModelInfo)(nil),            // 2: knctl.v1.ModelInfo
-	(*TokenizeRequest)(nil),      // 3: knctl.v1.TokenizeRequest
-	(*TokenizeResponse)(nil),     // 4: knctl.v1.TokenizeResponse
-	(*Query)(nil),                // 5: knctl.v1.Query
-	(*Intervention)(nil),         // 6: knctl.v1.Intervention
-	(*PredictRequest)(nil),       // 7: knctl.v1.PredictRequest
-	(*TokenProb)(nil),            // 8: knctl.v1.TokenProb
-	(*PredictResponse)(nil),      // 9: knctl.v1.PredictResponse
-	(*ActivationsRequest)(nil),   // 10: knctl.v1.ActivationsRequest
-	(*ActivationsResponse)(nil),  // 11: knctl.v1.ActivationsResponse
-	(*InputNoise)(nil),           // 12: knctl.v1.InputNoise
-	(*GradientsRequest)(nil),     // 13: knctl.v1.GradientsRequest
-	(*GradientsResponse)(nil),    // 14: knctl.v1.GradientsResponse
-	(*EmbeddingsRequest)(nil),    // 15: knctl.v1.EmbeddingsRequest
-	(*Matrix)(nil),               // 16: knctl.v1.Matrix
-	(*ValueSlotsRequest)(nil),    // 17: knctl.v1.ValueSlotsRequest
-	(*SetValueSlotsRequest)(nil), // 18: knctl.v1.SetValueSlotsRequest
-	(*EditResponse)(nil),         // 19: knctl.v1.EditResponse
-	(*UndoEditRequest)(nil),      // 20: knctl.v1.UndoEditRequest
-	(*NoiseSpec)(nil),            // 21: knctl.v1.NoiseSpec
-	(*SaveRequest)(nil),          // 22: knctl.v1.SaveRequest
-	(*TrainRequest)(nil),         // 23: knctl.v1.TrainRequest
-	(*TrainProgress)(nil),        // 24: knctl.v1.TrainProgress
-	(*OptionSpec)(nil),           // 25: knctl.v1.OptionSpec
-	(*AttributorInfo)(nil),       // 26: knctl.v1.AttributorInfo
-	(*AttributionQuery)(nil),     // 27: knctl.v1.AttributionQuery
-	(*AttributeRequest)(nil),     // 28: knctl.v1.AttributeRequest
-	(*LayerDiagnostics)(nil),     // 29: knctl.v1.LayerDiagnostics
-	(*AttributeResponse)(nil),    // 30: knctl.v1.AttributeResponse
-	(*PeerAttributeRequest)(nil), // 31: knctl.v1.PeerAttributeRequest
-	nil,                          // 32: knctl.v1.LoadRequest.OptionsEntry
-	nil,                          // 33: knctl.v1.ModelInfo.SpecialTokensEntry
-	nil,                          // 34: knctl.v1.AttributeRequest.OptionsEntry
-	nil,                          // 35: knctl.v1.AttributeResponse.ExtraEntry
-	nil,                          // 36: knctl.v1.PeerAttributeRequest.OptionsEntry
+	(*Empty)(nil),                 // 0: knctl.v1.Empty
+	(*LoadRequest)(nil),           // 1: knctl.v1.LoadRequest
+	(*ModelInfo)(nil),             // 2: knctl.v1.ModelInfo
+	(*TokenizeRequest)(nil),       // 3: knctl.v1.TokenizeRequest
+	(*TokenizeResponse)(nil),      // 4: knctl.v1.TokenizeResponse
+	(*Query)(nil),                 // 5: knctl.v1.Query
+	(*Intervention)(nil),          // 6: knctl.v1.Intervention
+	(*PredictRequest)(nil),        // 7: knctl.v1.PredictRequest
+	(*TokenProb)(nil),             // 8: knctl.v1.TokenProb
+	(*PredictResponse)(nil),       // 9: knctl.v1.PredictResponse
+	(*ActivationsRequest)(nil),    // 10: knctl.v1.ActivationsRequest
+	(*ActivationsResponse)(nil),   // 11: knctl.v1.ActivationsResponse
+	(*InputNoise)(nil),            // 12: knctl.v1.InputNoise
+	(*GradientsRequest)(nil),      // 13: knctl.v1.GradientsRequest
+	(*GradientsResponse)(nil),     // 14: knctl.v1.GradientsResponse
+	(*EmbeddingsRequest)(nil),     // 15: knctl.v1.EmbeddingsRequest
+	(*Matrix)(nil),                // 16: knctl.v1.Matrix
+	(*ValueSlotsRequest)(nil),     // 17: knctl.v1.ValueSlotsRequest
+	(*SetValueSlotsRequest)(nil),  // 18: knctl.v1.SetValueSlotsRequest
+	(*EditResponse)(nil),          // 19: knctl.v1.EditResponse
+	(*UndoEditRequest)(nil),       // 20: knctl.v1.UndoEditRequest
+	(*NoiseSpec)(nil),             // 21: knctl.v1.NoiseSpec
+	(*SaveRequest)(nil),           // 22: knctl.v1.SaveRequest
+	(*TrainRequest)(nil),          // 23: knctl.v1.TrainRequest
+	(*TrainProgress)(nil),         // 24: knctl.v1.TrainProgress
+	(*OptionSpec)(nil),            // 25: knctl.v1.OptionSpec
+	(*AttributorInfo)(nil),        // 26: knctl.v1.AttributorInfo
+	(*AttributionQuery)(nil),      // 27: knctl.v1.AttributionQuery
+	(*AttributeRequest)(nil),      // 28: knctl.v1.AttributeRequest
+	(*AttributeFactRequest)(nil),  // 29: knctl.v1.AttributeFactRequest
+	(*AttributeFactResponse)(nil), // 30: knctl.v1.AttributeFactResponse
+	(*LayerDiagnostics)(nil),      // 31: knctl.v1.LayerDiagnostics
+	(*AttributeResponse)(nil),     // 32: knctl.v1.AttributeResponse
+	(*PeerAttributeRequest)(nil),  // 33: knctl.v1.PeerAttributeRequest
+	nil,                           // 34: knctl.v1.LoadRequest.OptionsEntry
+	nil,                           // 35: knctl.v1.ModelInfo.SpecialTokensEntry
+	nil,                           // 36: knctl.v1.AttributeRequest.OptionsEntry
+	nil,                           // 37: knctl.v1.AttributeFactRequest.OptionsEntry
+	nil,                           // 38: knctl.v1.AttributeResponse.ExtraEntry
+	nil,                           // 39: knctl.v1.PeerAttributeRequest.OptionsEntry
 }
 var file_knctl_proto_depIdxs = []int32{
-	32, // 0: knctl.v1.LoadRequest.options:type_name -> knctl.v1.LoadRequest.OptionsEntry
-	33, // 1: knctl.v1.ModelInfo.special_tokens:type_name -> knctl.v1.ModelInfo.SpecialTokensEntry
+	34, // 0: knctl.v1.LoadRequest.options:type_name -> knctl.v1.LoadRequest.OptionsEntry
+	35, // 1: knctl.v1.ModelInfo.special_tokens:type_name -> knctl.v1.ModelInfo.SpecialTokensEntry
 	5,  // 2: knctl.v1.PredictRequest.query:type_name -> knctl.v1.Query
 	6,  // 3: knctl.v1.PredictRequest.interventions:type_name -> knctl.v1.Intervention
 	8,  // 4: knctl.v1.PredictResponse.top:type_name -> knctl.v1.TokenProb
@@ -2561,50 +2688,55 @@ var file_knctl_proto_depIdxs = []int32{
 	25, // 11: knctl.v1.AttributorInfo.options:type_name -> knctl.v1.OptionSpec
 	5,  // 12: knctl.v1.AttributionQuery.query:type_name -> knctl.v1.Query
 	27, // 13: knctl.v1.AttributeRequest.query:type_name -> knctl.v1.AttributionQuery
-	34, // 14: knctl.v1.AttributeRequest.options:type_name -> knctl.v1.AttributeRequest.OptionsEntry
-	29, // 15: knctl.v1.AttributeResponse.layer_diagnostics:type_name -> knctl.v1.LayerDiagnostics
-	35, // 16: knctl.v1.AttributeResponse.extra:type_name -> knctl.v1.AttributeResponse.ExtraEntry
-	27, // 17: knctl.v1.PeerAttributeRequest.query:type_name -> knctl.v1.AttributionQuery
-	36, // 18: knctl.v1.PeerAttributeRequest.options:type_name -> knctl.v1.PeerAttributeRequest.OptionsEntry
-	1,  // 19: knctl.v1.Model.Load:input_type -> knctl.v1.LoadRequest
-	0,  // 20: knctl.v1.Model.Info:input_type -> knctl.v1.Empty
-	3,  // 21: knctl.v1.Model.Tokenize:input_type -> knctl.v1.TokenizeRequest
-	7,  // 22: knctl.v1.Model.Predict:input_type -> knctl.v1.PredictRequest
-	10, // 23: knctl.v1.Model.Activations:input_type -> knctl.v1.ActivationsRequest
-	13, // 24: knctl.v1.Model.Gradients:input_type -> knctl.v1.GradientsRequest
-	15, // 25: knctl.v1.Model.Embeddings:input_type -> knctl.v1.EmbeddingsRequest
-	17, // 26: knctl.v1.Model.ValueSlots:input_type -> knctl.v1.ValueSlotsRequest
-	18, // 27: knctl.v1.Model.SetValueSlots:input_type -> knctl.v1.SetValueSlotsRequest
-	20, // 28: knctl.v1.Model.UndoEdit:input_type -> knctl.v1.UndoEditRequest
-	21, // 29: knctl.v1.Model.ApplyNoise:input_type -> knctl.v1.NoiseSpec
-	0,  // 30: knctl.v1.Model.RemoveNoise:input_type -> knctl.v1.Empty
-	22, // 31: knctl.v1.Model.Save:input_type -> knctl.v1.SaveRequest
-	23, // 32: knctl.v1.Model.Train:input_type -> knctl.v1.TrainRequest
-	0,  // 33: knctl.v1.Attributor.Info:input_type -> knctl.v1.Empty
-	28, // 34: knctl.v1.Attributor.Attribute:input_type -> knctl.v1.AttributeRequest
-	31, // 35: knctl.v1.AttributorSource.Attribute:input_type -> knctl.v1.PeerAttributeRequest
-	2,  // 36: knctl.v1.Model.Load:output_type -> knctl.v1.ModelInfo
-	2,  // 37: knctl.v1.Model.Info:output_type -> knctl.v1.ModelInfo
-	4,  // 38: knctl.v1.Model.Tokenize:output_type -> knctl.v1.TokenizeResponse
-	9,  // 39: knctl.v1.Model.Predict:output_type -> knctl.v1.PredictResponse
-	11, // 40: knctl.v1.Model.Activations:output_type -> knctl.v1.ActivationsResponse
-	14, // 41: knctl.v1.Model.Gradients:output_type -> knctl.v1.GradientsResponse
-	16, // 42: knctl.v1.Model.Embeddings:output_type -> knctl.v1.Matrix
-	16, // 43: knctl.v1.Model.ValueSlots:output_type -> knctl.v1.Matrix
-	19, // 44: knctl.v1.Model.SetValueSlots:output_type -> knctl.v1.EditResponse
-	0,  // 45: knctl.v1.Model.UndoEdit:output_type -> knctl.v1.Empty
-	0,  // 46: knctl.v1.Model.ApplyNoise:output_type -> knctl.v1.Empty
-	0,  // 47: knctl.v1.Model.RemoveNoise:output_type -> knctl.v1.Empty
-	0,  // 48: knctl.v1.Model.Save:output_type -> knctl.v1.Empty
-	24, // 49: knctl.v1.Model.Train:output_type -> knctl.v1.TrainProgress
-	26, // 50: knctl.v1.Attributor.Info:output_type -> knctl.v1.AttributorInfo
-	30, // 51: knctl.v1.Attributor.Attribute:output_type -> knctl.v1.AttributeResponse
-	30, // 52: knctl.v1.AttributorSource.Attribute:output_type -> knctl.v1.AttributeResponse
-	36, // [36:53] is the sub-list for method output_type
-	19, // [19:36] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	36, // 14: knctl.v1.AttributeRequest.options:type_name -> knctl.v1.AttributeRequest.OptionsEntry
+	27, // 15: knctl.v1.AttributeFactRequest.queries:type_name -> knctl.v1.AttributionQuery
+	37, // 16: knctl.v1.AttributeFactRequest.options:type_name -> knctl.v1.AttributeFactRequest.OptionsEntry
+	32, // 17: knctl.v1.AttributeFactResponse.results:type_name -> knctl.v1.AttributeResponse
+	31, // 18: knctl.v1.AttributeResponse.layer_diagnostics:type_name -> knctl.v1.LayerDiagnostics
+	38, // 19: knctl.v1.AttributeResponse.extra:type_name -> knctl.v1.AttributeResponse.ExtraEntry
+	27, // 20: knctl.v1.PeerAttributeRequest.query:type_name -> knctl.v1.AttributionQuery
+	39, // 21: knctl.v1.PeerAttributeRequest.options:type_name -> knctl.v1.PeerAttributeRequest.OptionsEntry
+	1,  // 22: knctl.v1.Model.Load:input_type -> knctl.v1.LoadRequest
+	0,  // 23: knctl.v1.Model.Info:input_type -> knctl.v1.Empty
+	3,  // 24: knctl.v1.Model.Tokenize:input_type -> knctl.v1.TokenizeRequest
+	7,  // 25: knctl.v1.Model.Predict:input_type -> knctl.v1.PredictRequest
+	10, // 26: knctl.v1.Model.Activations:input_type -> knctl.v1.ActivationsRequest
+	13, // 27: knctl.v1.Model.Gradients:input_type -> knctl.v1.GradientsRequest
+	15, // 28: knctl.v1.Model.Embeddings:input_type -> knctl.v1.EmbeddingsRequest
+	17, // 29: knctl.v1.Model.ValueSlots:input_type -> knctl.v1.ValueSlotsRequest
+	18, // 30: knctl.v1.Model.SetValueSlots:input_type -> knctl.v1.SetValueSlotsRequest
+	20, // 31: knctl.v1.Model.UndoEdit:input_type -> knctl.v1.UndoEditRequest
+	21, // 32: knctl.v1.Model.ApplyNoise:input_type -> knctl.v1.NoiseSpec
+	0,  // 33: knctl.v1.Model.RemoveNoise:input_type -> knctl.v1.Empty
+	22, // 34: knctl.v1.Model.Save:input_type -> knctl.v1.SaveRequest
+	23, // 35: knctl.v1.Model.Train:input_type -> knctl.v1.TrainRequest
+	0,  // 36: knctl.v1.Attributor.Info:input_type -> knctl.v1.Empty
+	28, // 37: knctl.v1.Attributor.Attribute:input_type -> knctl.v1.AttributeRequest
+	29, // 38: knctl.v1.Attributor.AttributeFact:input_type -> knctl.v1.AttributeFactRequest
+	33, // 39: knctl.v1.AttributorSource.Attribute:input_type -> knctl.v1.PeerAttributeRequest
+	2,  // 40: knctl.v1.Model.Load:output_type -> knctl.v1.ModelInfo
+	2,  // 41: knctl.v1.Model.Info:output_type -> knctl.v1.ModelInfo
+	4,  // 42: knctl.v1.Model.Tokenize:output_type -> knctl.v1.TokenizeResponse
+	9,  // 43: knctl.v1.Model.Predict:output_type -> knctl.v1.PredictResponse
+	11, // 44: knctl.v1.Model.Activations:output_type -> knctl.v1.ActivationsResponse
+	14, // 45: knctl.v1.Model.Gradients:output_type -> knctl.v1.GradientsResponse
+	16, // 46: knctl.v1.Model.Embeddings:output_type -> knctl.v1.Matrix
+	16, // 47: knctl.v1.Model.ValueSlots:output_type -> knctl.v1.Matrix
+	19, // 48: knctl.v1.Model.SetValueSlots:output_type -> knctl.v1.EditResponse
+	0,  // 49: knctl.v1.Model.UndoEdit:output_type -> knctl.v1.Empty
+	0,  // 50: knctl.v1.Model.ApplyNoise:output_type -> knctl.v1.Empty
+	0,  // 51: knctl.v1.Model.RemoveNoise:output_type -> knctl.v1.Empty
+	0,  // 52: knctl.v1.Model.Save:output_type -> knctl.v1.Empty
+	24, // 53: knctl.v1.Model.Train:output_type -> knctl.v1.TrainProgress
+	26, // 54: knctl.v1.Attributor.Info:output_type -> knctl.v1.AttributorInfo
+	32, // 55: knctl.v1.Attributor.Attribute:output_type -> knctl.v1.AttributeResponse
+	30, // 56: knctl.v1.Attributor.AttributeFact:output_type -> knctl.v1.AttributeFactResponse
+	32, // 57: knctl.v1.AttributorSource.Attribute:output_type -> knctl.v1.AttributeResponse
+	40, // [40:58] is the sub-list for method output_type
+	22, // [22:40] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_knctl_proto_init() }
@@ -2618,7 +2750,7 @@ func file_knctl_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_knctl_proto_rawDesc), len(file_knctl_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

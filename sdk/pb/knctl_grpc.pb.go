@@ -642,8 +642,9 @@ var Model_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Attributor_Info_FullMethodName      = "/knctl.v1.Attributor/Info"
-	Attributor_Attribute_FullMethodName = "/knctl.v1.Attributor/Attribute"
+	Attributor_Info_FullMethodName          = "/knctl.v1.Attributor/Info"
+	Attributor_Attribute_FullMethodName     = "/knctl.v1.Attributor/Attribute"
+	Attributor_AttributeFact_FullMethodName = "/knctl.v1.Attributor/AttributeFact"
 )
 
 // AttributorClient is the client API for Attributor service.
@@ -652,6 +653,10 @@ const (
 type AttributorClient interface {
 	Info(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*AttributorInfo, error)
 	Attribute(ctx context.Context, in *AttributeRequest, opts ...grpc.CallOption) (*AttributeResponse, error)
+	// AttributeFact attributes all prompts of a fact in one call; a plugin
+	// whose method shares work across prompts implements it, and the sdk
+	// answers it with one Attribute per query otherwise.
+	AttributeFact(ctx context.Context, in *AttributeFactRequest, opts ...grpc.CallOption) (*AttributeFactResponse, error)
 }
 
 type attributorClient struct {
@@ -682,12 +687,26 @@ func (c *attributorClient) Attribute(ctx context.Context, in *AttributeRequest, 
 	return out, nil
 }
 
+func (c *attributorClient) AttributeFact(ctx context.Context, in *AttributeFactRequest, opts ...grpc.CallOption) (*AttributeFactResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AttributeFactResponse)
+	err := c.cc.Invoke(ctx, Attributor_AttributeFact_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AttributorServer is the server API for Attributor service.
 // All implementations must embed UnimplementedAttributorServer
 // for forward compatibility.
 type AttributorServer interface {
 	Info(context.Context, *Empty) (*AttributorInfo, error)
 	Attribute(context.Context, *AttributeRequest) (*AttributeResponse, error)
+	// AttributeFact attributes all prompts of a fact in one call; a plugin
+	// whose method shares work across prompts implements it, and the sdk
+	// answers it with one Attribute per query otherwise.
+	AttributeFact(context.Context, *AttributeFactRequest) (*AttributeFactResponse, error)
 	mustEmbedUnimplementedAttributorServer()
 }
 
@@ -703,6 +722,9 @@ func (UnimplementedAttributorServer) Info(context.Context, *Empty) (*AttributorI
 }
 func (UnimplementedAttributorServer) Attribute(context.Context, *AttributeRequest) (*AttributeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Attribute not implemented")
+}
+func (UnimplementedAttributorServer) AttributeFact(context.Context, *AttributeFactRequest) (*AttributeFactResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AttributeFact not implemented")
 }
 func (UnimplementedAttributorServer) mustEmbedUnimplementedAttributorServer() {}
 func (UnimplementedAttributorServer) testEmbeddedByValue()                    {}
@@ -761,6 +783,24 @@ func _Attributor_Attribute_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Attributor_AttributeFact_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AttributeFactRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AttributorServer).AttributeFact(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Attributor_AttributeFact_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AttributorServer).AttributeFact(ctx, req.(*AttributeFactRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Attributor_ServiceDesc is the grpc.ServiceDesc for Attributor service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -775,6 +815,10 @@ var Attributor_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Attribute",
 			Handler:    _Attributor_Attribute_Handler,
+		},
+		{
+			MethodName: "AttributeFact",
+			Handler:    _Attributor_AttributeFact_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

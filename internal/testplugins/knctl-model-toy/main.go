@@ -1,13 +1,15 @@
 // Command knctl-model-toy serves the pure-Go sdktest.Toy model as a model
 // plugin, for tests of the host that need no libtorch. Prompts containing
-// "__crash__" make the process exit mid-request and "__hang__" make it
-// stop answering, so tests can check how the host copes.
+// "__crash__" make the process exit mid-request, "__hang__" make it
+// stop answering and "__slow__" make every call take 200ms, so tests can
+// check how the host copes.
 package main
 
 import (
 	"context"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/knctl/knctl/sdk"
 	"github.com/knctl/knctl/sdk/sdktest"
@@ -25,6 +27,8 @@ func main() {
 				os.Exit(2)
 			case strings.Contains(q.Prompt, "__hang__"):
 				select {}
+			case strings.Contains(q.Prompt, "__slow__"):
+				time.Sleep(200 * time.Millisecond)
 			}
 		}
 		return m, nil

@@ -1,6 +1,7 @@
 package gpt2
 
 import (
+	"context"
 	"os"
 	"runtime"
 	"testing"
@@ -71,4 +72,24 @@ func BenchmarkIGPrimitive(b *testing.B) {
 	b.ReportMetric(fast.Seconds()/layers, "fast-s/layer")
 	b.ReportMetric(full.Seconds()/layers, "full-s/layer")
 	b.ReportMetric(full.Seconds()/fast.Seconds(), "speedup")
+}
+
+// BenchmarkNoise times one NoiseGrad sample's weight noise on a
+// GPT-2-124M-shaped model: applying multiplicative noise to every weight and
+// restoring the originals. NoiseGrad pays it once per sample and prompt, on
+// top of the base method, so it must stay small against one prompt's
+// attribution (knctl bench).
+func BenchmarkNoise(b *testing.B) {
+	torch.SetNumThreads(runtime.NumCPU())
+	m := gpt2Small(b)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := m.ApplyNoise(ctx, sdk.NoiseSpec{Seed: int64(i), Sigma: 0.005}); err != nil {
+			b.Fatal(err)
+		}
+		if err := m.RemoveNoise(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

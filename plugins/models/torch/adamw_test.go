@@ -277,7 +277,7 @@ func TestTrainingCommitAndRollback(t *testing.T) {
 	_, err = st.BeginTraining()
 	assert.ErrorIs(t, err, sdk.ErrInvalidInput, "no training with edits pending")
 	require.NoError(t, st.Undo(id))
-	require.NoError(t, st.ApplyNoise(func(string) bool { return true }, func(_ string, t *ts.Tensor) (*ts.Tensor, error) {
+	require.NoError(t, st.ApplyNoise(func(string) bool { return true }, func(_ string, t, _ *ts.Tensor) (*ts.Tensor, error) {
 		s := NewScope()
 		defer s.Close()
 		return s.Keep(s.Clone(t)), s.Err()

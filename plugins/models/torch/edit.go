@@ -112,29 +112,6 @@ func NoiseSelector(spec sdk.NoiseSpec, ffn func(name string) bool) (func(string)
 	return nil, sdk.InvalidInputf("noise scope %q: expected %q or %q", spec.Scope, sdk.ScopeAll, sdk.ScopeFFN)
 }
 
-// ApplyNoise perturbs the selected parameters of st: w*(1+sigma*e)
-// (multiplicative, the default) or w+sigma*e with e ~ N(0,1) drawn from
-// libtorch's generator seeded with spec.Seed, in parameter-name order.
-func ApplyNoise(st *Store, spec sdk.NoiseSpec, selected func(string) bool) error {
-	ManualSeed(spec.Seed)
-	return st.ApplyNoise(selected, func(name string, w *ts.Tensor) (*ts.Tensor, error) {
-		s := NewScope()
-		defer s.Close()
-		sz := s.Shape(w)
-		e := s.Scale(s.Randn(sz...), spec.Sigma)
-		var out *ts.Tensor
-		if spec.Mode == sdk.NoiseAdditive {
-			out = s.Add(w, e)
-		} else {
-			out = s.Mul(w, s.Shift(e, 1))
-		}
-		if err := s.Err(); err != nil {
-			return nil, err
-		}
-		return s.Keep(out), nil
-	})
-}
-
 // SaveCheckpoint writes st's parameters (named by hfNames) to
 // dir/model.safetensors and copies the listed files that exist in srcDir
 // (config and tokenizer). Each file is written atomically.

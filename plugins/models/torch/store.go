@@ -19,6 +19,11 @@ type Store struct {
 
 	// noisy holds the original tensors of the parameters noise replaced.
 	noisy map[string]*ts.Tensor
+	// scratch keeps the noisy tensors after RemoveNoise for the next
+	// ApplyNoise to write into: NoiseGrad draws noise N times per fact,
+	// and fresh allocations of the model's size cost as much again as
+	// drawing the noise (page faults).
+	scratch map[string]*ts.Tensor
 	// edits holds, per edit id, the tensors an edit replaced.
 	edits  map[sdk.EditID]edit
 	nextID sdk.EditID
@@ -104,9 +109,11 @@ func (s *Store) Undo(id sdk.EditID) error {
 }
 
 // ApplyNoise replaces the selected parameters by perturbed copies; perturb
-// returns the new tensor for one parameter. Parameters are visited in name
-// order so a seeded generator gives the same noise every time.
-func (s *Store) ApplyNoise(selected func(name string) bool, perturb func(name string, t *ts.Tensor) (*ts.Tensor, error)) error {
+// returns the new tensor for one parameter, written into scratch (a tensor
+// of the parameter's shape) when that is not nil; perturb owns scratch and
+// drops it when it fails. Parameters are visited in
+// name order so a seeded generator gives the same noise every time.
+func (s *Store) ApplyNoise(selected func(name string) bool, perturb func(name string, t, scratch *ts.Tensor) (*ts.Tensor, error)) error {
 	s.RemoveNoise()
 	noisy := map[string]*ts.Tensor{}
 	var err error
@@ -114,8 +121,10 @@ func (s *Store) ApplyNoise(selected func(name string) bool, perturb func(name st
 		if !selected(name) {
 			continue
 		}
+		scratch := s.scratch[name]
+		delete(s.scratch, name)
 		var t *ts.Tensor
-		t, err = perturb(name, s.params[name])
+		t, err = perturb(name, s.params[name], scratch)
 		if err != nil {
 			err = fmt.Errorf("noise on %s: %w", name, err)
 			break
@@ -135,10 +144,17 @@ func (s *Store) ApplyNoise(selected func(name string) bool, perturb func(name st
 	return nil
 }
 
-// RemoveNoise restores the original tensors.
+// RemoveNoise restores the original tensors, keeping the noisy ones as
+// scratch space for the next ApplyNoise.
 func (s *Store) RemoveNoise() {
 	for name, orig := range s.noisy {
-		_ = s.params[name].Drop()
+		if s.scratch == nil {
+			s.scratch = map[string]*ts.Tensor{}
+		}
+		if old := s.scratch[name]; old != nil {
+			_ = old.Drop()
+		}
+		s.scratch[name] = s.params[name]
 		s.params[name] = orig
 	}
 	s.noisy = nil
@@ -147,6 +163,8 @@ func (s *Store) RemoveNoise() {
 // Close drops every tensor the store holds.
 func (s *Store) Close() {
 	s.RemoveNoise()
+	DropAll(s.scratch)
+	s.scratch = nil
 	for id, e := range s.edits {
 		_ = e.prev.Drop()
 		delete(s.edits, id)
