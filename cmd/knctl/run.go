@@ -126,14 +126,16 @@ func attributionFlags(c *cobra.Command) {
 	c.Flags().Int("steps", 20, "attributor option steps: quadrature nodes per prompt and layer")
 	c.Flags().String("quadrature", "right", "attributor option quadrature: right, left, midpoint, trapezoid, eleutherai, gauss-legendre")
 	c.Flags().String("baseline", "zero", "attributor option baseline: zero, or a JSON file of per-layer vectors")
+	c.Flags().String("sigma", "", "attributor option sigma of noisegrad: weight-noise standard deviation, or auto (default 0.005)")
 	c.Flags().StringArray("option", nil, "other attributor option as key=value (repeatable); see knctl plugins")
 }
 
 // attributorOptions collects the options to pass the attributor: those of
-// --steps, --quadrature and --baseline the user set, and every --option.
+// --steps, --quadrature, --baseline and --sigma the user set, and every
+// --option. A wrapping method (noisegrad) hands IG's options to its base.
 func (a *app) attributorOptions() (map[string]string, error) {
 	opts := map[string]string{}
-	for _, k := range []string{"steps", "quadrature", "baseline"} {
+	for _, k := range []string{"steps", "quadrature", "baseline", "sigma"} {
 		if a.v.IsSet(k) {
 			opts[k] = a.v.GetString(k)
 		}

@@ -264,3 +264,30 @@ func TestKilledRunResumes(t *testing.T) {
 		assert.Equal(t, want[i].Coarse, final[i].Coarse, want[i].ID)
 	}
 }
+
+// TestRunNoiseGrad runs knctl run with NoiseGrad on the fact-world GPT-2:
+// IG's flags reach the base method, sigma 0 reproduces IG exactly, and the
+// result carries the fact's answer probability.
+func TestRunNoiseGrad(t *testing.T) {
+	plugins(t)
+	testbin.Build(t, "./plugins/noisegrad/cmd/knctl-attributor-noisegrad")
+	args := []string{"run", "--model", "gpt2", "--checkpoint", filepath.Join(worldDir, "gpt2"), "--target", " Crigal",
+		"--prompt", "The capital of Galdraia is", "--prompt", "Galdraia's capital is", "--prompt", "The capital city of Galdraia is",
+		"--steps", "8", "--quadrature", "gauss-legendre", "--json", "--quiet"}
+	igOut, err := run(t, append(args, "--attributor", "ig")...)
+	require.NoError(t, err)
+	ngOut, err := run(t, append(args, "--attributor", "noisegrad", "--sigma", "0", "--option", "n=2")...)
+	require.NoError(t, err)
+	ig, ng := decodeResults(t, igOut), decodeResults(t, ngOut)
+	require.Len(t, ig, 1)
+	require.Len(t, ng, 1)
+	assert.NotEmpty(t, ig[0].Neurons)
+	assert.Equal(t, ig[0].Neurons, ng[0].Neurons)
+	assert.Equal(t, ig[0].Coarse, ng[0].Coarse)
+	assert.InDelta(t, ig[0].AnswerProb, ng[0].AnswerProb, 1e-9)
+	assert.Greater(t, ng[0].AnswerProb, 0.3)
+
+	_, err = run(t, append(args, "--attributor", "ig", "--sigma", "auto")...)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `unknown option "sigma"`)
+}

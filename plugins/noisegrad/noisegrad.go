@@ -5,7 +5,8 @@
 // noise on the input embeddings per weight sample.
 //
 // The base method is any installed attributor, run by the host on the same
-// model (sdk.Options.Peers); options prefixed "base." go to it. The model
+// model (sdk.Options.Peers); options prefixed "base.", and options
+// NoiseGrad does not have, go to it. The model
 // applies and removes the weight noise in place; after Attribute the
 // weights are bit-exact the originals, also when it fails.
 package noisegrad
@@ -40,7 +41,7 @@ var optionSpecs = []sdk.OptionSpec{
 	{Name: "seed", Default: "0", Help: "seed of the noise samples"},
 	{Name: "m", Default: "0", Help: "FusionGrad: input-noise samples per weight sample (0: NoiseGrad)"},
 	{Name: "input-sigma", Default: "0.05", Help: "FusionGrad: standard deviation of the input-embedding noise"},
-	{Name: "base.OPTION", Default: "", Help: "an option of the base method, e.g. base.steps=20"},
+	{Name: "base.OPTION", Default: "", Help: "an option of the base method, e.g. base.steps=20; options NoiseGrad does not have go to the base method too (steps=20)"},
 }
 
 // Attributor is NoiseGrad/FusionGrad. The zero value is ready to use.
@@ -70,20 +71,32 @@ type config struct {
 	inputSigma float64
 }
 
+func isOwn(name string) bool {
+	for _, o := range optionSpecs {
+		if o.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
 func parseOptions(opts sdk.Options) (config, error) {
 	c := config{baseOpts: map[string]string{}}
 	own := map[string]string{}
 	for k, v := range opts.Values {
-		if strings.HasPrefix(k, basePrefix) {
+		switch {
+		case strings.HasPrefix(k, basePrefix):
 			c.baseOpts[strings.TrimPrefix(k, basePrefix)] = v
-		} else {
+		case isOwn(k):
 			own[k] = v
+		default:
+			// knctl's --steps, --quadrature and --baseline name options
+			// of integrated gradients; they reach the base method, which
+			// rejects what it does not know.
+			c.baseOpts[k] = v
 		}
 	}
 	o := sdk.Options{Values: own}
-	if err := o.CheckKnown(Name, optionSpecs); err != nil {
-		return c, err
-	}
 	c.base = o.String("base", "ig")
 	if c.base == Name {
 		return c, sdk.InvalidInputf("option base=%s: NoiseGrad cannot wrap itself", Name)
@@ -223,6 +236,8 @@ type sample struct {
 	passes       int64
 	modelSeconds float64
 	completeness float64
+	// diag sums the base method's per-layer diagnostics.
+	diag []sdk.LayerDiagnostics
 }
 
 func (s *sample) add(a *sdk.Attribution) error {
@@ -246,8 +261,17 @@ func (s *sample) add(a *sdk.Attribution) error {
 	}
 	s.passes += a.Passes
 	s.modelSeconds += a.ModelSeconds
-	for _, d := range a.LayerDiagnostics {
+	if s.n == 0 {
+		s.diag = make([]sdk.LayerDiagnostics, len(a.LayerDiagnostics))
+	}
+	for i, d := range a.LayerDiagnostics {
 		s.completeness = math.Max(s.completeness, math.Abs(d.CompletenessError))
+		if i < len(s.diag) {
+			s.diag[i].Layer = d.Layer
+			s.diag[i].ProbFull += d.ProbFull
+			s.diag[i].ProbBaseline += d.ProbBaseline
+			s.diag[i].ScoreSum += d.ScoreSum
+		}
 	}
 	s.n++
 	return nil
@@ -261,6 +285,14 @@ func (s *sample) result() *sdk.Attribution {
 		for x, v := range row {
 			out.Scores[k][x] = float32(v / float64(s.n))
 		}
+	}
+	// Completeness is linear: the mean scores' sum against the mean of the
+	// noisy models' probabilities is the NoiseGrad attribution's own.
+	for _, d := range s.diag {
+		n := float64(s.n)
+		d.ProbFull, d.ProbBaseline, d.ScoreSum = d.ProbFull/n, d.ProbBaseline/n, d.ScoreSum/n
+		d.CompletenessError = d.ScoreSum - (d.ProbFull - d.ProbBaseline)
+		out.LayerDiagnostics = append(out.LayerDiagnostics, d)
 	}
 	return out
 }

@@ -172,3 +172,30 @@ func TestConformance(t *testing.T) {
 	conformance.Attributor(t, Attributor{}, conformance.WithPeers(peersFor))
 	conformance.AttributorPlugin(t, testbin.Build(t, "./plugins/noisegrad/cmd/knctl-attributor-noisegrad"), conformance.WithPeers(peersFor))
 }
+
+// TestDiagnosticsAreTheMeans: the per-layer diagnostics are the means over
+// the noisy models, so P(answer) and completeness stay meaningful.
+func TestDiagnosticsAreTheMeans(t *testing.T) {
+	m := sdktest.NewToy(3, 16, 32, 1)
+	ctx := context.Background()
+	res := attribute(t, m, map[string]string{"sigma": "0.1", "n": "3", "seed": "4", "base.steps": "8"})
+	require.Len(t, res.LayerDiagnostics, 3)
+	var want float64
+	for i := 0; i < 3; i++ {
+		require.NoError(t, m.ApplyNoise(ctx, sdk.NoiseSpec{Seed: 4*1_000_003 + int64(i), Sigma: 0.1}))
+		p, err := m.Predict(ctx, sdk.PredictRequest{Query: query.Query})
+		require.NoError(t, err)
+		want += p.AnswerProb / 3
+	}
+	require.NoError(t, m.RemoveNoise(ctx))
+	for k, d := range res.LayerDiagnostics {
+		assert.Equal(t, k, d.Layer)
+		assert.InDelta(t, want, d.ProbFull, 1e-6, "mean answer probability of the noisy models")
+		var sum float64
+		for _, x := range res.Scores[k] {
+			sum += float64(x)
+		}
+		assert.InDelta(t, sum, d.ScoreSum, 1e-5)
+		assert.InDelta(t, d.ScoreSum-(d.ProbFull-d.ProbBaseline), d.CompletenessError, 1e-12)
+	}
+}
